@@ -1,0 +1,36 @@
+# kafka-tasks: `make run` runs the whole system, `make test` runs the tests.
+# Both set up what they need first (virtualenv, Python packages, Kafka jars) and are idempotent.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test kafka clean
+
+setup: $(STAMP)
+	$(BIN)/kafka-tasks kafka --fetch-only >/dev/null
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# The whole system. Uses the cluster in KAFKA_URL / KAFKA_BOOTSTRAP_SERVERS when one is given,
+# otherwise a local Kafka with its data in var/kafka.
+run: setup
+	@if [ -n "$$KAFKA_URL$$KAFKA_BOOTSTRAP_SERVERS" ]; then \
+		echo "Using the Kafka cluster at $${KAFKA_URL:-$$KAFKA_BOOTSTRAP_SERVERS}; no local broker started."; \
+	else \
+		exec $(BIN)/kafka-tasks kafka; \
+	fi
+
+kafka: setup
+	$(BIN)/kafka-tasks kafka
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var/kafka

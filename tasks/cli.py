@@ -1,0 +1,26 @@
+"""``kafka-tasks``: the command line of the reference system."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from broker import cli as broker_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the ``kafka-tasks`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="kafka-tasks", description="Background tasks on Apache Kafka.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    broker_cli.add_kafka_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs ``kafka-tasks`` and returns its exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

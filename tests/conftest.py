@@ -1,0 +1,99 @@
+"""Shared fixtures: a real Apache Kafka broker for the whole test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from broker import devkafka
+
+#: How long the session broker may take to start before the tests that need it fail.
+KAFKA_START_TIMEOUT = 120
+
+
+def reachable(bootstrap_servers: str) -> bool:
+    """Tells whether a Kafka cluster answers metadata requests at the given address."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _quiet_logger()})
+    try:
+        return bool(admin.list_topics(timeout=5).brokers)
+    except Exception:
+        return False
+
+
+def _quiet_logger():
+    import logging
+
+    logger = logging.getLogger("tests.librdkafka")
+    logger.setLevel(logging.CRITICAL)
+    return logger
+
+
+def launch_kafka(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Starts ``kafka-tasks kafka`` with the given arguments and waits for its ready line.
+
+    Returns:
+      The launcher process and the line it printed when ready.
+
+    Raises:
+      RuntimeError: With the launcher's own error output (it includes the broker log's tail).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tasks.cli", "kafka", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    deadline = time.monotonic() + KAFKA_START_TIMEOUT
+    line = process.stdout.readline()
+    if "is ready at" not in line or time.monotonic() > deadline:
+        process.terminate()
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+        raise RuntimeError(f"kafka-tasks kafka did not start:\n{line}{err}")
+    return process, line
+
+
+def stop_kafka(process: subprocess.Popen) -> None:
+    """Stops a launcher started by :func:`launch_kafka` and waits for it to exit."""
+    process.terminate()
+    try:
+        process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """The bootstrap address of a running Kafka broker.
+
+    Uses ``KAFKA_BOOTSTRAP_SERVERS`` when it is set and answers; otherwise starts
+    ``kafka-tasks kafka --ephemeral`` on a free port for the session.  If the broker cannot start,
+    every test that needs it fails with the tail of the broker log: none is skipped.
+    """
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given and reachable(given):
+        yield given
+        return
+    port = devkafka.free_port()
+    try:
+        process, _ = launch_kafka("--ephemeral", "--port", str(port))
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_kafka(process)
+
+
+@pytest.fixture
+def topic_name() -> str:
+    """A topic name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
