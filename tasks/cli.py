@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kafka-tasks", description="Background tasks on Apache Kafka.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     broker_cli.add_kafka_command(subparsers)
+    broker_cli.add_worker_command(subparsers)
     return parser
 
 

@@ -97,3 +97,30 @@ def kafka():
 def topic_name() -> str:
     """A topic name no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A Dramatiq queue name no other test uses."""
+    return f"q_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def kafka_broker(kafka):
+    """A KafkaBroker on the session's Kafka, closed after the test."""
+    from broker import KafkaBroker
+
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=4, commit_interval_ms=20)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def worker(kafka_broker):
+    """A started Dramatiq worker on the test's broker, stopped after the test."""
+    import dramatiq
+
+    worker = dramatiq.Worker(kafka_broker, worker_threads=8, worker_timeout=100)
+    worker.start()
+    yield worker
+    worker.stop()

@@ -1,0 +1,363 @@
+"""``KafkaBroker``: a Dramatiq broker on Apache Kafka that a team can trust with payments."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict, deque
+
+import dramatiq
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
+from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+
+from .consumer import DelayConsumer, KafkaConsumer
+from .deadletters import DeadLetterInfo
+from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
+from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, DeliveryFailed, DurableProducer, Record
+from .settings import KafkaSettings
+from .topics import DEAD_LETTER_RETENTION_MS, TopicSpec, ensure_topics
+
+logger = logging.getLogger(__name__)
+
+#: How many dead-lettered messages a process remembers for :meth:`KafkaBroker.join`.
+MAX_REMEMBERED_DEAD_LETTERS = 1_000
+
+#: The message option that routes all of one key's messages to one partition, in order.
+PARTITION_KEY = "partition_key"
+
+
+class KafkaBroker(dramatiq.Broker):
+    """A Dramatiq broker backed by Apache Kafka.
+
+    Every queue is a topic, consumed by a consumer group of its own.  Messages are delivered at
+    least once: a message's offset is committed only once it and every message before it in its
+    partition has finished, so a crash redelivers and never loses.  Delayed messages (and so the
+    Retries middleware's backoff) live in fixed-delay tier topics, not in worker memory
+    (:mod:`broker.delays`).  Rejected messages go to the ``<queue>.XQ`` topic with their reason.
+
+    Limitations, compared with the RabbitMQ and Redis brokers: a queue's parallelism across worker
+    processes is bounded by its partition count; a redelivered message may have run before, so
+    actors with effects must be idempotent; message priorities are not supported across messages
+    of one partition.
+
+    Parameters:
+      middleware(list[Middleware]): The middleware to add to this broker.
+      settings(KafkaSettings): Cluster settings; by default read from the environment, with any
+        of ``KafkaSettings``'s fields given as keyword arguments taking precedence.
+      partitions(int): Partitions of each queue and delay topic that the broker creates.
+      replication_factor(int): Replication factor of created topics; -1 is the cluster default.
+      retention_ms(int|None): Retention of queue topics; ``None`` is the cluster default.
+      dead_letter_retention_ms(int): Retention of dead-letter topics (7 days).
+      delay_tiers(tuple[int]): The fixed delays of the delay tiers, in ms (see broker.delays).
+      group_protocol(str): ``"classic"`` (cooperative-sticky) or ``"consumer"`` (KIP-848).
+      delivery_timeout_ms(int): The bound on waiting for Kafka to acknowledge an enqueue.
+      commit_interval_ms(int): How often finished offsets are committed.
+      consumer_config(dict): Extra librdkafka settings for consumers only.
+    """
+
+    def __init__(self, *, middleware=None, settings: KafkaSettings | None = None, partitions: int = 4,
+                 replication_factor: int = -1, retention_ms: int | None = None,
+                 dead_letter_retention_ms: int = DEAD_LETTER_RETENTION_MS, delay_tiers=DEFAULT_TIER_DELAYS,
+                 group_protocol: str = "classic", delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
+                 commit_interval_ms: int = 100, consumer_config: dict | None = None, **settings_overrides) -> None:
+        if group_protocol not in ("classic", "consumer"):
+            raise ValueError(f"group_protocol must be 'classic' or 'consumer', not {group_protocol!r}")
+        self.settings = settings or KafkaSettings.from_env(**settings_overrides)
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.retention_ms = retention_ms
+        self.dead_letter_retention_ms = dead_letter_retention_ms
+        self.tiers = DelayTiers(delay_tiers)
+        self.group_protocol = group_protocol
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.commit_interval_ms = commit_interval_ms
+        self.extra_consumer_config = dict(consumer_config or {})
+        self._dead_letters: dict[str, deque] = defaultdict(lambda: deque(maxlen=MAX_REMEMBERED_DEAD_LETTERS))
+        self._lock = threading.Lock()
+        self._clients_pid: int | None = None
+        self._producer: DurableProducer | None = None
+        self._admin: AdminClient | None = None
+        self._ensured: set[str] = set()
+        super().__init__(middleware=middleware)
+        #: Declared queue names (a dict, as Dramatiq's get_declared_queues reads its keys).
+        self.queues: dict[str, None] = {}
+
+    def __repr__(self) -> str:
+        return f"KafkaBroker(settings={self.settings!r})"
+
+    # Clients, created lazily in each process (librdkafka clients do not survive a fork) --------
+
+    def _check_pid(self) -> None:
+        if self._clients_pid != os.getpid():
+            self._clients_pid = os.getpid()
+            self._producer = None
+            self._admin = None
+            self._ensured = set()
+
+    @property
+    def producer(self) -> DurableProducer:
+        """This process's producer."""
+        with self._lock:
+            self._check_pid()
+            if self._producer is None:
+                self._producer = DurableProducer(self.settings.client_config(), delivery_timeout_ms=self.delivery_timeout_ms)
+            return self._producer
+
+    @property
+    def admin(self) -> AdminClient:
+        """This process's admin client."""
+        with self._lock:
+            self._check_pid()
+            if self._admin is None:
+                self._admin = AdminClient(self.settings.client_config())
+            return self._admin
+
+    def consumer_config(self, group: str) -> dict:
+        """Returns the librdkafka configuration of a consumer in the given (unprefixed) group."""
+        config = {
+            **self.settings.client_config(),
+            "group.id": self.settings.group(group),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "max.poll.interval.ms": 300_000,
+        }
+        if self.group_protocol == "consumer":
+            config["group.protocol"] = "consumer"
+        else:
+            config.update({"partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": 10_000,
+                           "heartbeat.interval.ms": 1_000})
+        return {**config, **self.extra_consumer_config}
+
+    # Topics -----------------------------------------------------------------------------------
+
+    def topic_specs(self, queue_name: str) -> list[TopicSpec]:
+        """Returns the topics behind a queue: the queue, its delay tiers and its dead letters."""
+        main_config = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
+        topic = self.settings.topic
+        return [
+            TopicSpec(topic(queue_name), self.partitions, self.replication_factor, main_config),
+            *(TopicSpec(topic(name), self.partitions, self.replication_factor, {"retention.ms": str(DELAY_RETENTION_MS)})
+              for name in self.tiers.topics(dq_name(queue_name))),
+            TopicSpec(topic(xq_name(queue_name)), 1, self.replication_factor,
+                      {"retention.ms": str(self.dead_letter_retention_ms)}),
+        ]
+
+    def ensure_topics(self, queue_names=None) -> list[str]:
+        """Creates the topics of the declared queues (or of the given ones) that are missing.
+
+        Returns:
+          The names of the topics created.
+
+        Raises:
+          MissingTopics: If the cluster refuses to create topics and some do not exist.
+        """
+        names = sorted(self.queues if queue_names is None else queue_names)
+        created = ensure_topics(self.admin, [spec for name in names for spec in self.topic_specs(name)])
+        with self._lock:
+            self._ensured.update(names)
+        return created
+
+    def _ensure_queue(self, queue_name: str) -> None:
+        """Ensures a queue's topics once per process, as fast as an enqueue must fail."""
+        self._check_pid()
+        if queue_name in self._ensured:
+            return
+        specs = self.topic_specs(queue_name)
+        try:
+            ensure_topics(self.admin, specs, timeout=self.delivery_timeout_ms / 1000)
+        except KafkaException as e:
+            raise DeliveryFailed(f"could not reach Kafka to ensure the topics of {queue_name!r}: {e}") from None
+        with self._lock:
+            self._ensured.add(queue_name)
+
+    # Dramatiq's Broker contract ---------------------------------------------------------------
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Declares a queue.  Touches no network: its topics are ensured on first use.
+
+        Parameters:
+          queue_name(str): The name of the new queue.
+        """
+        if queue_name in self.queues:
+            return
+        self.emit_before("declare_queue", queue_name)
+        self.queues[queue_name] = None
+        self.emit_after("declare_queue", queue_name)
+        delayed_name = dq_name(queue_name)
+        self.delay_queues.add(delayed_name)
+        self.emit_after("declare_delay_queue", delayed_name)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
+        """Returns a consumer for a queue or delay queue.
+
+        Raises:
+          QueueNotFound: If the queue was not declared.
+        """
+        base = q_name(queue_name)
+        if base not in self.queues:
+            raise QueueNotFound(queue_name)
+        self._ensure_queue(base)
+        if queue_name in self.delay_queues:
+            topics = [self.settings.topic(name) for name in self.tiers.topics(queue_name)]
+            return DelayConsumer(self, queue_name, self.tiers, topics, queue_name, prefetch, timeout)
+        return KafkaConsumer(self, queue_name, [self.settings.topic(queue_name)], queue_name, prefetch, timeout)
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        """Enqueues a message and returns once Kafka has acknowledged it.
+
+        Parameters:
+          message(Message): The message to enqueue.
+          delay(int): The minimum time, in milliseconds, to delay the message by.
+
+        Raises:
+          QueueNotFound: If the message's queue was not declared.
+          DeliveryFailed: If Kafka did not acknowledge the message within ``delivery_timeout_ms``.
+        """
+        return self.enqueue_many([message], delay=delay)[0]
+
+    def enqueue_many(self, messages, *, delay: int | None = None) -> list[dramatiq.Message]:
+        """Enqueues messages with one wait for Kafka's acknowledgement of all of them.
+
+        Raises:
+          QueueNotFound: If a message's queue was not declared.
+          DeliveryFailed: If Kafka did not acknowledge every message.
+        """
+        prepared = [self._prepare(message, delay) for message in messages]
+        for message, _ in prepared:
+            self.emit_before("enqueue", message, delay)
+        self.producer.send_many([record for _, record in prepared])
+        for message, _ in prepared:
+            self.emit_after("enqueue", message, delay)
+        return [message for message, _ in prepared]
+
+    def _prepare(self, message: dramatiq.Message, delay: int | None) -> tuple[dramatiq.Message, Record]:
+        base = q_name(message.queue_name)
+        if base not in self.queues:
+            raise QueueNotFound(message.queue_name)
+        self._ensure_queue(base)
+        now = current_millis()
+        if delay is not None:
+            message = message.copy(queue_name=dq_name(base), options={"eta": now + delay})
+        if message.queue_name == base:
+            topic = self.settings.topic(base)
+        else:
+            remaining = max(0, int(message.options.get("eta", now)) - now)
+            topic = self.settings.topic(self.tiers.for_delay(remaining).topic(message.queue_name))
+        key = message.options.get(PARTITION_KEY)
+        key = None if key is None else str(key).encode()
+        return message, Record(topic, message.encode(), key=key, timestamp=now)
+
+    # Dead letters -----------------------------------------------------------------------------
+
+    def dead_letter(self, message, exception: BaseException | None) -> None:
+        """Sends a rejected message to its queue's dead-letter topic, with why and from where.
+
+        Raises:
+          DeliveryFailed: If Kafka did not acknowledge the dead letter.
+        """
+        topic, partition, offset = message.kafka_position
+        info = DeadLetterInfo.for_exception(exception, retries=message.options.get("retries", 0),
+                                            topic=topic, partition=partition, offset=offset)
+        queue_name = q_name(message.queue_name)
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), message.encode(), headers=info.headers()))
+        self._dead_letters[queue_name].append((message, exception))
+
+    def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
+        """Sends a record that is no valid message to the queue's dead-letter topic, as it is."""
+        info = DeadLetterInfo(reason=reason, topic=record.topic(), partition=record.partition(), offset=record.offset(),
+                              dead_lettered_at=current_millis())
+        queue_name = q_name(queue_name)
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), record.value() or b"",
+                                  key=record.key(), headers=info.headers()))
+        logger.error("Dead-lettered a record of %s: %s", record.topic(), reason)
+
+    @property
+    def dead_letters(self) -> list[dramatiq.Message]:
+        """The messages this process dead-lettered (the latest ones), as StubBroker lists them."""
+        return [message for letters in self._dead_letters.values() for message, _ in letters]
+
+    # Test helpers, with the StubBroker's meaning -----------------------------------------------
+
+    def _partitions(self, topics: list[str]) -> list[TopicPartition]:
+        metadata = self.admin.list_topics(timeout=30).topics
+        return [TopicPartition(topic, p) for topic in topics if topic in metadata for p in metadata[topic].partitions]
+
+    def _is_drained(self, group: str, topics: list[str]) -> bool:
+        """Tells whether a group has committed everything up to the end of the topics."""
+        partitions = self._partitions(topics)
+        if not partitions:
+            return True
+        admin = self.admin
+        ends = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}).items()}
+        starts = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}).items()}
+        request = [ConsumerGroupTopicPartitions(self.settings.group(group), partitions)]
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for future in admin.list_consumer_group_offsets(request).values()
+            for tp in future.result(30).topic_partitions
+        }
+        for tp, end in ends.items():
+            start = starts[tp]
+            if max(committed.get((tp.topic, tp.partition), -1), start) < end:
+                return False
+        return True
+
+    def join(self, queue_name: str, *, timeout: int | None = None, fail_fast: bool | None = None) -> None:
+        """Waits until every message of a queue, delayed ones included, has been processed.
+
+        Meant for tests, like ``StubBroker.join``: it watches the committed offsets of the queue's
+        consumer groups reach the end of its topics.
+
+        Parameters:
+          queue_name(str): The queue to wait on.
+          timeout(int): The maximum time to wait, in milliseconds.
+          fail_fast(bool): Re-raise the error of a message this process dead-lettered from the
+            queue (``True`` by default, as ``StubBroker.fail_fast_default``).
+
+        Raises:
+          QueueJoinTimeout: When the timeout elapses.
+          QueueNotFound: If the queue was not declared.
+        """
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        deadline = timeout and time.monotonic() + timeout / 1000
+        main = (queue_name, [self.settings.topic(queue_name)])
+        delayed = (dq_name(queue_name), [self.settings.topic(t) for t in self.tiers.topics(dq_name(queue_name))])
+        while not (self._is_drained(*main) and self._is_drained(*delayed) and self._is_drained(*main)):
+            if deadline and time.monotonic() > deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(0.02)
+        if fail_fast if fail_fast is not None else True:
+            for _, exception in self._dead_letters[queue_name]:
+                raise (exception or Exception("Message failed with unknown error")) from None
+
+    def flush(self, queue_name: str) -> None:
+        """Drops every pending message of a queue and its delay queue.
+
+        Parameters:
+          queue_name(str): The queue to flush.
+        """
+        base = q_name(queue_name)
+        self._ensure_queue(base)
+        topics = [self.settings.topic(base), *(self.settings.topic(t) for t in self.tiers.topics(dq_name(base)))]
+        partitions = [TopicPartition(tp.topic, tp.partition, -1) for tp in self._partitions(topics)]
+        if partitions:
+            for future in self.admin.delete_records(partitions).values():
+                future.result(30)
+        self._dead_letters.pop(base, None)
+
+    def flush_all(self) -> None:
+        """Drops every pending message of every declared queue."""
+        for queue_name in self.queues:
+            self.flush(queue_name)
+
+    def close(self) -> None:
+        """Delivers what the producer still holds.  Can be called more than once."""
+        producer, self._producer = self._producer, None
+        if producer is not None and self._clients_pid == os.getpid():
+            producer.close()

@@ -1,0 +1,320 @@
+"""Dramatiq consumers on Kafka consumer groups: at-least-once with out-of-order acks.
+
+One consumer group per queue.  The consumer thread is the only one that touches the underlying
+client: it polls, pauses and resumes partitions, and commits.  Worker threads ack and nack
+concurrently; they only mark offsets finished in an :class:`~broker.offsets.OffsetTracker`, and
+the consumer thread commits each partition's contiguous finished prefix, asynchronously every
+``commit_interval_ms`` and synchronously when partitions are revoked and on close.
+
+Prefetch is honoured by pausing every partition while the consumer keeps polling, so a long
+task never causes a ``max.poll.interval.ms`` eviction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from itertools import count
+
+import dramatiq
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from dramatiq.broker import MessageProxy
+from dramatiq.errors import ConnectionClosed
+
+from .delays import Action, DelayTiers
+from .offsets import OffsetTracker
+from .producer import Record
+
+logger = logging.getLogger(__name__)
+
+#: Tells consumer objects apart, so an ack for a message of an earlier consumer is ignored.
+_consumer_ids = count(1)
+
+#: How long one poll may block while partitions are paused for prefetch (ms).
+PAUSED_POLL_MS = 5
+
+
+class KafkaMessageProxy(MessageProxy):
+    """A message handed to Dramatiq, with where it came from in Kafka."""
+
+    def __init__(self, message: dramatiq.Message, record, *, consumer_id: int, epoch: int) -> None:
+        super().__init__(message)
+        self._topic = record.topic()
+        self._partition = record.partition()
+        self._offset = record.offset()
+        self._consumer_id = consumer_id
+        self._epoch = epoch
+
+    @property
+    def kafka_position(self) -> tuple[str, int, int]:
+        """The record's ``(topic, partition, offset)``."""
+        return self._topic, self._partition, self._offset
+
+
+class KafkaConsumer(dramatiq.Consumer):
+    """Consumes one Dramatiq queue from its topic.
+
+    Parameters:
+      broker(KafkaBroker): The broker that owns this consumer.
+      queue_name(str): The Dramatiq queue name.
+      topics(list[str]): The full topic names to consume.
+      group_id(str): The consumer group.
+      prefetch(int): How many messages may be handed out and not yet acked.
+      timeout(int): How long ``__next__`` may block, in milliseconds.
+    """
+
+    def __init__(self, broker, queue_name: str, topics: list[str], group_id: str, prefetch: int, timeout: int) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.prefetch = prefetch
+        self.timeout = timeout
+        self.id = next(_consumer_ids)
+        self.tracker = OffsetTracker()
+        self._buffer: deque = deque()
+        self._paused: set[tuple[str, int]] = set()
+        self._last_commit = time.monotonic()
+        self._closed = False
+        self._consumer = Consumer(broker.consumer_config(group_id))
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    # Rebalances (called from inside poll, on the consumer thread) ---------------------------
+
+    def _on_assign(self, consumer, partitions) -> None:
+        for tp in partitions:
+            self.tracker.assign((tp.topic, tp.partition))
+        logger.debug("Assigned %s.", [(tp.topic, tp.partition) for tp in partitions])
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._commit(self.tracker.positions(keys), asynchronous=False)
+        self._forget(keys)
+        logger.debug("Revoked %s.", sorted(keys))
+
+    def _on_lost(self, consumer, partitions) -> None:
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, keys: set[tuple[str, int]]) -> None:
+        for key in keys:
+            self.tracker.revoke(key)
+            self._paused.discard(key)
+        self._buffer = deque(r for r in self._buffer if (r.topic(), r.partition()) not in keys)
+
+    # Dramatiq's Consumer contract -------------------------------------------------------------
+
+    def ack(self, message: KafkaMessageProxy) -> None:
+        self._finish(message)
+
+    def nack(self, message: KafkaMessageProxy) -> None:
+        try:
+            self.broker.dead_letter(message, message._exception)
+        except Exception:
+            # Left unfinished, the message is delivered again after a restart: never lost.
+            logger.exception("Could not dead-letter message %s; it will be redelivered.", message.message_id)
+            return
+        self._finish(message)
+
+    def requeue(self, messages) -> None:
+        # Not committing them is enough: they are delivered again from Kafka.
+        pass
+
+    def _finish(self, message: KafkaMessageProxy) -> None:
+        if message._consumer_id != self.id or not self.tracker.finish(
+            (message._topic, message._partition), message._offset, message._epoch
+        ):
+            logger.debug("Ignoring a stale ack for %s.", message.message_id)
+
+    def __next__(self) -> KafkaMessageProxy | None:
+        if self._closed:
+            raise ConnectionClosed("the consumer is closed")
+        deadline = time.monotonic() + self.timeout / 1000
+        while True:
+            self._commit_if_due()
+            self._before_poll()
+            while self._buffer:
+                proxy = self._handle(self._buffer.popleft())
+                if proxy is not None:
+                    return proxy
+            room = self.prefetch - self.tracker.in_flight
+            self._apply_backpressure(room > 0)
+            wait_ms = PAUSED_POLL_MS if room <= 0 else self._poll_ms(deadline)
+            try:
+                records = self._consumer.consume(num_messages=max(room, 1), timeout=wait_ms / 1000)
+            except KafkaException as e:
+                raise ConnectionClosed(e) from None
+            self._buffer.extend(self._valid(records))
+            if not self._buffer and time.monotonic() >= deadline:
+                return None
+
+    def _poll_ms(self, deadline: float) -> float:
+        return max(0.0, min(deadline - time.monotonic(), self.broker.commit_interval_ms / 1000)) * 1000
+
+    def _before_poll(self) -> None:
+        """A hook for subclasses, run before each poll on the consumer thread."""
+
+    def _valid(self, records):
+        for record in records:
+            error = record.error()
+            if error is None:
+                yield record
+            elif error.fatal():
+                raise ConnectionClosed(error.str())
+            elif error.code() != KafkaError._PARTITION_EOF:
+                logger.warning("Consumer error on %s: %s", self.queue_name, error.str())
+
+    def _handle(self, record) -> KafkaMessageProxy | None:
+        """Turns a record into a message to hand out, or deals with it and returns ``None``."""
+        key = (record.topic(), record.partition())
+        epoch = self.tracker.add(key, record.offset())
+        if epoch is None:
+            return None
+        try:
+            message = dramatiq.Message.decode(record.value())
+        except Exception as e:
+            self._dead_letter_record(record, epoch, f"undecodable message: {type(e).__name__}: {e}")
+            return None
+        return KafkaMessageProxy(message, record, consumer_id=self.id, epoch=epoch)
+
+    def _dead_letter_record(self, record, epoch: int, reason: str) -> None:
+        try:
+            self.broker.dead_letter_record(self.queue_name, record, reason)
+        except Exception:
+            logger.exception("Could not dead-letter a record of %s; it will be redelivered.", record.topic())
+            return
+        self.tracker.finish((record.topic(), record.partition()), record.offset(), epoch)
+
+    # Prefetch and commits ---------------------------------------------------------------------
+
+    def _apply_backpressure(self, has_room: bool) -> None:
+        if has_room and self._paused:
+            self._consumer.resume([TopicPartition(t, p) for t, p in self._paused])
+            self._paused.clear()
+        elif not has_room:
+            assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            newly = assigned - self._paused
+            if newly:
+                self._consumer.pause([TopicPartition(t, p) for t, p in newly])
+                self._paused |= newly
+
+    def _commit_if_due(self) -> None:
+        if time.monotonic() - self._last_commit >= self.broker.commit_interval_ms / 1000:
+            self._commit(self.tracker.to_commit(), asynchronous=True)
+
+    def _commit(self, positions: dict, *, asynchronous: bool) -> None:
+        self._last_commit = time.monotonic()
+        if not positions:
+            return
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as e:
+            logger.warning("Commit failed on %s: %s", self.queue_name, e.args[0].str())
+            return
+        self.tracker.mark_committed(positions)
+
+    def close(self) -> None:
+        """Commits the finished prefix of every partition and leaves the group.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._commit(self.tracker.positions(), asynchronous=False)
+        finally:
+            self._consumer.close()
+
+
+class DelayConsumer(KafkaConsumer):
+    """Consumes a delay queue's tier topics and hands out only messages that are due.
+
+    A partition whose head is not due is paused and rewound to the head, and resumed when the
+    head's time comes; a head that has waited its tier's delay hops to a shorter tier.  See
+    :mod:`broker.delays`.
+    """
+
+    def __init__(self, broker, queue_name: str, tiers: DelayTiers, topics: list[str], group_id: str,
+                 prefetch: int, timeout: int) -> None:
+        self.tiers = tiers
+        self._tier_of_topic = {broker.settings.topic(tier.topic(queue_name)): tier for tier in tiers.tiers}
+        self._held: dict[tuple[str, int], int] = {}
+        super().__init__(broker, queue_name, topics, group_id, prefetch, timeout)
+
+    def _forget(self, keys) -> None:
+        for key in keys:
+            self._held.pop(key, None)
+        super()._forget(keys)
+
+    def _poll_ms(self, deadline: float) -> float:
+        wait_ms = super()._poll_ms(deadline)
+        if self._held:
+            wait_ms = min(wait_ms, max(0, min(self._held.values()) - _now_ms()))
+        return wait_ms
+
+    def _before_poll(self) -> None:
+        now = _now_ms()
+        due = [key for key, wake_at in self._held.items() if wake_at <= now]
+        for key in due:
+            del self._held[key]
+        if due:
+            # Resumed here, not by _apply_backpressure: held partitions are not in self._paused.
+            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+
+    def _apply_backpressure(self, has_room: bool) -> None:
+        if not has_room:
+            held = set(self._held)
+            self._paused |= held
+            super()._apply_backpressure(has_room)
+            self._paused -= held
+        else:
+            super()._apply_backpressure(has_room)
+
+    def _handle(self, record) -> KafkaMessageProxy | None:
+        key = (record.topic(), record.partition())
+        if key in self._held:
+            return None  # Read ahead of a held head; it is read again after the rewind.
+        tier = self._tier_of_topic[record.topic()]
+        try:
+            message = dramatiq.Message.decode(record.value())
+            eta = int(message.options["eta"])
+        except Exception as e:
+            epoch = self.tracker.add(key, record.offset())
+            if epoch is not None:
+                self._dead_letter_record(record, epoch, f"undecodable delayed message: {type(e).__name__}: {e}")
+            return None
+        decision = self.tiers.decide(tier, written_at=record.timestamp()[1], eta=eta, now=_now_ms())
+        if decision.action is Action.WAIT:
+            self._hold(record, decision.wake_at)
+            return None
+        epoch = self.tracker.add(key, record.offset())
+        if epoch is None:
+            return None
+        if decision.action is Action.HOP:
+            self._hop(record, decision.tier, epoch)
+            return None
+        return KafkaMessageProxy(message, record, consumer_id=self.id, epoch=epoch)
+
+    def _hold(self, record, wake_at: int) -> None:
+        tp = TopicPartition(record.topic(), record.partition(), record.offset())
+        key = (tp.topic, tp.partition)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+        self._held[key] = wake_at
+        self._buffer = deque(r for r in self._buffer if (r.topic(), r.partition()) != key)
+
+    def _hop(self, record, tier, epoch: int) -> None:
+        key = (record.topic(), record.partition())
+        topic = self.broker.settings.topic(tier.topic(self.queue_name))
+        future = self.broker.producer.send_async(
+            Record(topic, record.value(), key=record.key(), headers=record.headers(), timestamp=_now_ms())
+        )
+
+        def hopped(future):
+            if future.exception() is None:
+                self.tracker.finish(key, record.offset(), epoch)
+            else:
+                logger.warning("A delayed message could not hop to %s; it will be read again: %s", topic, future.exception())
+
+        future.add_done_callback(hopped)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

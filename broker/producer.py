@@ -1,0 +1,142 @@
+"""A producer whose sends return only once Kafka has acknowledged the record.
+
+``enqueue`` promises durability: a task that was enqueued survives a crash of the sender.  So
+every send waits for the delivery report of an idempotent producer with ``acks=all``, with a
+bounded wait.  A background thread serves delivery reports, so many threads can send at once and
+each wakes as soon as its own record is confirmed; a batch waits for one confirmation of all its
+records instead of one flush per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException, Producer
+
+#: How long a record may take to be acknowledged before the send fails (librdkafka's
+#: ``delivery.timeout.ms``).  A web request behind ``enqueue`` must not hang longer than this.
+DEFAULT_DELIVERY_TIMEOUT_MS = 5_000
+
+logger = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """Kafka did not acknowledge a record: it may not be stored, and the send must not count."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record to send.
+
+    Parameters:
+      topic(str): The full topic name.
+      value(bytes): The payload.
+      key(bytes|None): Records with the same key go to the same partition, in order.
+      headers(list|None): ``(name, bytes)`` pairs.
+      timestamp(int|None): The record's timestamp in epoch milliseconds (now by default).
+    """
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    timestamp: int | None = None
+
+
+class DurableProducer:
+    """An idempotent ``acks=all`` producer with blocking and batched confirmed sends.
+
+    Parameters:
+      config(dict): librdkafka settings for the cluster (see :class:`broker.KafkaSettings`).
+      delivery_timeout_ms(int): The bound on one record's delivery.
+    """
+
+    def __init__(self, config: dict, *, delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS) -> None:
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self._producer = Producer({
+            "linger.ms": 1,
+            **config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "delivery.timeout.ms": delivery_timeout_ms,
+            "request.timeout.ms": min(delivery_timeout_ms, 30_000),
+            "message.timeout.ms": delivery_timeout_ms,
+        })
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._serve_delivery_reports, name="kafka-producer", daemon=True)
+        self._poller.start()
+
+    def _serve_delivery_reports(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def send_async(self, record: Record) -> Future:
+        """Starts sending a record.
+
+        Returns:
+          A future for the record's ``(partition, offset)``, failing with :class:`DeliveryFailed`.
+        """
+        future: Future = Future()
+
+        def delivered(error, message):
+            if error is None:
+                future.set_result((message.partition(), message.offset()))
+            else:
+                future.set_exception(DeliveryFailed(f"Kafka did not acknowledge a record for {record.topic}: {error.str()}"))
+
+        kwargs = {"key": record.key, "headers": record.headers, "on_delivery": delivered}
+        if record.timestamp is not None:
+            kwargs["timestamp"] = record.timestamp
+        deadline = time.monotonic() + self.delivery_timeout_ms / 1000
+        while True:
+            try:
+                self._producer.produce(record.topic, record.value, **kwargs)
+                return future
+            except BufferError:
+                # The local queue is full; the poller frees it as deliveries complete.
+                if time.monotonic() > deadline:
+                    raise DeliveryFailed(f"the producer queue stayed full for {self.delivery_timeout_ms} ms") from None
+                time.sleep(0.005)
+            except KafkaException as e:
+                raise DeliveryFailed(f"could not send a record to {record.topic}: {e.args[0].str()}") from None
+
+    def send(self, record: Record) -> tuple[int, int]:
+        """Sends a record and waits until Kafka acknowledged it.
+
+        Returns:
+          The record's ``(partition, offset)``.
+
+        Raises:
+          DeliveryFailed: If the record was not acknowledged in time.
+        """
+        return self.send_many([record])[0]
+
+    def send_many(self, records: list[Record]) -> list[tuple[int, int]]:
+        """Sends records and waits once until Kafka acknowledged all of them.
+
+        Raises:
+          DeliveryFailed: If any record was not acknowledged in time.
+        """
+        futures = [self.send_async(record) for record in records]
+        # librdkafka fails each record after delivery.timeout.ms; the margin covers the report.
+        done, not_done = wait(futures, timeout=self.delivery_timeout_ms / 1000 + 5)
+        if not_done:
+            raise DeliveryFailed(f"no delivery report within {self.delivery_timeout_ms} ms")
+        return [future.result() for future in futures]
+
+    def close(self, timeout: float = 10) -> None:
+        """Delivers what is queued (waiting at most ``timeout`` seconds) and stops the poller."""
+        if self._closed.is_set():
+            return
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            logger.warning("%d records were not delivered before the producer closed.", remaining)
+        self._closed.set()
+        self._poller.join()
+
+
+__all__ = ["DeliveryFailed", "DurableProducer", "Record"]

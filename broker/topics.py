@@ -1,0 +1,96 @@
+"""The topics behind a Dramatiq queue, and making sure they exist.
+
+A queue ``q`` is backed by:
+
+* ``q``: the queue itself;
+* ``q.DQ.<tier>``: its delay tiers (see :mod:`broker.delays`), kept longer than the longest delay;
+* ``q.XQ``: its dead letters, kept 7 days like RabbitMQ's and Redis's.
+
+Every name gets the ``KAFKA_PREFIX`` of the settings.  Where the cluster refuses to create topics
+(Heroku's multi-tenant plans), :func:`ensure_topics` checks that they exist instead and names the
+missing ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+#: Dead letters are kept for a week, like the RabbitMQ and Redis brokers do.
+DEAD_LETTER_RETENTION_MS = 7 * 86_400_000
+
+#: How long a topic creation or check may take.
+ADMIN_TIMEOUT = 30
+
+
+class MissingTopics(Exception):
+    """Topics are missing and the cluster does not let this client create them."""
+
+    def __init__(self, topics: list[str], reason: str) -> None:
+        self.topics = topics
+        super().__init__(
+            f"missing Kafka topics: {', '.join(topics)} ({reason}); create them first, for example with "
+            f"`heroku kafka:topics:create TOPIC` or your provider's console"
+        )
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to ensure.
+
+    Parameters:
+      name(str): The full topic name, prefix included.
+      partitions(int): How many partitions it gets when it is created.
+      replication_factor(int): Its replication factor; -1 means the cluster's default.
+      config(dict): Topic configuration such as ``retention.ms``.
+    """
+
+    name: str
+    partitions: int = 1
+    replication_factor: int = -1
+    config: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = ADMIN_TIMEOUT) -> list[str]:
+    """Creates the topics that don't exist yet.
+
+    Parameters:
+      admin: An admin client for the cluster.
+      specs: The topics to ensure.
+      timeout: How long each request to the cluster may take, in seconds.
+
+    Returns:
+      The names of the topics that were created by this call.
+
+    Raises:
+      MissingTopics: If some topics are missing and the cluster refused to create them.
+      KafkaException: On any other failure.
+    """
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [spec for spec in specs if spec.name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+         for s in wanted],
+        operation_timeout=timeout, request_timeout=timeout,
+    )
+    created, refused = [], []
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as e:
+            code = e.args[0].code()
+            if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                        KafkaError.POLICY_VIOLATION):
+                refused.append((name, e.args[0].str()))
+                continue
+            raise
+    if refused:
+        raise MissingTopics(sorted(name for name, _ in refused), refused[0][1])
+    return created

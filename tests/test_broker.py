@@ -1,0 +1,214 @@
+"""KafkaBroker on a real Kafka: enqueue, consume, retries, delays and dead letters."""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import pytest
+from confluent_kafka import Consumer, Producer
+from dramatiq.common import current_millis
+from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+
+from broker import PARTITION_KEY, DeadLetterInfo, DeliveryFailed, KafkaBroker
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
+    """Reads ``count`` records of a topic from the beginning."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    records, deadline = [], time.monotonic() + timeout
+    while len(records) < count and time.monotonic() < deadline:
+        record = consumer.poll(0.2)
+        if record is not None and record.error() is None:
+            records.append(record)
+    consumer.close()
+    return records
+
+
+def committed(broker: KafkaBroker, group: str, topic: str) -> dict[int, int]:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    partitions = [TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    request = [ConsumerGroupTopicPartitions(group, partitions)]
+    result = list(broker.admin.list_consumer_group_offsets(request).values())[0].result(10)
+    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def test_declaring_an_actor_touches_no_network():
+    # Given a broker pointed at a port where nothing listens
+    broker = KafkaBroker(bootstrap_servers="127.0.0.1:1")
+    started = time.monotonic()
+    # When an actor is declared
+    dramatiq.actor(lambda: None, actor_name="offline", queue_name="offline", broker=broker)
+    # Then the queue is declared at once, with its delay queue
+    assert time.monotonic() - started < 1
+    assert broker.get_declared_queues() == {"offline"}
+    assert broker.get_declared_delay_queues() == {"offline.DQ"}
+
+
+def test_enqueue_fails_clearly_when_kafka_is_unreachable():
+    broker = KafkaBroker(bootstrap_servers="127.0.0.1:1", delivery_timeout_ms=500)
+    broker.declare_queue("nowhere")
+    with pytest.raises(DeliveryFailed, match="nowhere"):
+        broker.enqueue(dramatiq.Message(queue_name="nowhere", actor_name="a", args=(), kwargs={}, options={}))
+
+
+def test_enqueue_to_an_undeclared_queue_raises(kafka_broker):
+    with pytest.raises(QueueNotFound):
+        kafka_broker.enqueue(dramatiq.Message(queue_name="undeclared", actor_name="a", args=(), kwargs={}, options={}))
+
+
+def test_messages_run_and_join_waits_for_them(kafka_broker, worker, queue_name):
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def remember(n):
+        seen.append(n)
+
+    worker.queues = None
+    for n in range(50):
+        remember.send(n)
+    kafka_broker.join(queue_name, timeout=30_000)
+    assert sorted(seen) == list(range(50))
+
+
+def test_enqueue_many_sends_a_batch_with_one_confirmation(kafka_broker, worker, queue_name):
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def remember(n):
+        seen.append(n)
+
+    kafka_broker.enqueue_many([remember.message(n) for n in range(200)])
+    kafka_broker.join(queue_name, timeout=30_000)
+    assert sorted(seen) == list(range(200))
+
+
+def test_partition_key_keeps_one_keys_messages_in_order_in_one_partition(kafka_broker, queue_name):
+    # Given messages of two keys, interleaved
+    kafka_broker.declare_queue(queue_name)
+    messages = [
+        dramatiq.Message(queue_name=queue_name, actor_name="a", args=(key, n), kwargs={}, options={PARTITION_KEY: key})
+        for n in range(40) for key in ("alice", "bob")
+    ]
+    kafka_broker.enqueue_many(messages)
+    # When they are consumed
+    consumer = kafka_broker.consume(queue_name, prefetch=100, timeout=200)
+    received, deadline = [], time.monotonic() + 30
+    while len(received) < 80 and time.monotonic() < deadline:
+        proxy = next(consumer)
+        if proxy is not None:
+            received.append(proxy)
+    consumer.close()
+    # Then each key's messages share a partition and come in the order they were sent
+    for key in ("alice", "bob"):
+        mine = [p for p in received if p.args[0] == key]
+        assert [p.args[1] for p in mine] == list(range(40))
+        assert len({p.kafka_position[1] for p in mine}) == 1
+
+
+def test_join_times_out_when_nothing_consumes(kafka_broker, queue_name):
+    kafka_broker.declare_queue(queue_name)
+    kafka_broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}))
+    with pytest.raises(QueueJoinTimeout):
+        kafka_broker.join(queue_name, timeout=500)
+
+
+def test_flush_drops_pending_messages(kafka_broker, queue_name):
+    kafka_broker.declare_queue(queue_name)
+    kafka_broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}))
+    kafka_broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}),
+                         delay=60_000)
+    kafka_broker.flush_all()
+    # join returns at once: nothing is left for the queue's consumer groups
+    kafka_broker.join(queue_name, timeout=5_000)
+
+
+def test_retries_run_through_the_delay_topics_until_success(kafka_broker, worker, queue_name):
+    attempts = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=5, min_backoff=50, max_backoff=200)
+    def flaky():
+        attempts.append(current_millis())
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+
+    flaky.send()
+    kafka_broker.join(queue_name, timeout=30_000)
+    assert len(attempts) == 3
+    assert kafka_broker.dead_letters == []
+
+
+def test_a_message_that_always_fails_ends_in_the_dead_letter_topic(kafka, kafka_broker, worker, queue_name):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=2, min_backoff=20, max_backoff=50)
+    def doomed():
+        raise ValueError("card declined")
+
+    message = doomed.send()
+    with pytest.raises(ValueError, match="card declined"):
+        kafka_broker.join(queue_name, timeout=30_000)
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    info = DeadLetterInfo.from_headers(letter.headers())
+    assert dramatiq.Message.decode(letter.value()).message_id == message.message_id
+    assert info.exception_type == "ValueError"
+    assert info.exception_message == "card declined"
+    assert info.retries == 3  # Dramatiq's count of failed attempts: the first and two retries
+    assert info.topic == queue_name
+
+
+def test_join_without_fail_fast_does_not_raise(kafka_broker, worker, queue_name):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=0)
+    def doomed():
+        raise ValueError("nope")
+
+    doomed.send()
+    kafka_broker.join(queue_name, timeout=30_000, fail_fast=False)
+    assert [m.actor_name for m in kafka_broker.dead_letters] == ["doomed"]
+
+
+def test_delayed_messages_arrive_after_their_eta_and_within_a_second(kafka):
+    # Given small tiers, so short and long tiers and hops between them are all exercised quickly
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=2, commit_interval_ms=20, delay_tiers=(0, 50, 200, 1000))
+    queue_name = f"delays_{time.monotonic_ns()}"
+    lateness = {}
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker)
+    def due(delay, eta):
+        lateness[delay] = current_millis() - eta
+
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        delays = [1, 30, 120, 450, 1300, 2600, 4100]
+        for delay in delays:
+            due.send_with_options(args=(delay, current_millis() + delay), delay=delay)
+        broker.join(queue_name, timeout=60_000)
+    finally:
+        worker.stop()
+        broker.close()
+    # Then every message ran, none before its eta, none more than a second late
+    assert sorted(lateness) == delays
+    assert all(0 <= late <= 1000 for late in lateness.values()), lateness
+
+
+def test_a_poison_record_is_dead_lettered_and_the_queue_keeps_flowing(kafka, kafka_broker, worker, queue_name):
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def remember(n):
+        seen.append(n)
+
+    remember.send(1)  # creates the topics
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(queue_name, b"\xff not json")
+    unknown = dramatiq.Message(queue_name=queue_name, actor_name="no_such_actor", args=(), kwargs={}, options={})
+    producer.produce(queue_name, unknown.encode())
+    producer.flush(10)
+    remember.send(2)
+    kafka_broker.join(queue_name, timeout=30_000, fail_fast=False)
+    assert sorted(seen) == [1, 2]
+    reasons = sorted(DeadLetterInfo.from_headers(r.headers()).reason for r in read_topic(kafka, f"{queue_name}.XQ", 2))
+    assert reasons[0].startswith("ActorNotFound")
+    assert reasons[1].startswith("undecodable message")
