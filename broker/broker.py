@@ -227,30 +227,36 @@ class KafkaBroker(dramatiq.Broker):
           QueueNotFound: If a message's queue was not declared.
           DeliveryFailed: If Kafka did not acknowledge every message.
         """
-        prepared = [self._prepare(message, delay) for message in messages]
-        for message, _ in prepared:
+        routed = [self._route(message, delay) for message in messages]
+        for message in routed:
             self.emit_before("enqueue", message, delay)
-        self.producer.send_many([record for _, record in prepared])
-        for message, _ in prepared:
+        # Encoded after before_enqueue, so middleware may still add options.
+        self.producer.send_many([self._record(message) for message in routed])
+        for message in routed:
             self.emit_after("enqueue", message, delay)
-        return [message for message, _ in prepared]
+        return routed
 
-    def _prepare(self, message: dramatiq.Message, delay: int | None) -> tuple[dramatiq.Message, Record]:
+    def _route(self, message: dramatiq.Message, delay: int | None) -> dramatiq.Message:
+        """Checks a message's queue and moves a delayed one to the delay queue, with its eta."""
         base = q_name(message.queue_name)
         if base not in self.queues:
             raise QueueNotFound(message.queue_name)
         self._ensure_queue(base)
-        now = current_millis()
         if delay is not None:
-            message = message.copy(queue_name=dq_name(base), options={"eta": now + delay})
-        if message.queue_name == base:
-            topic = self.settings.topic(base)
+            message = message.copy(queue_name=dq_name(base), options={"eta": current_millis() + delay})
+        return message
+
+    def _record(self, message: dramatiq.Message) -> Record:
+        """Returns the Kafka record of a message: its topic (a delay tier for delayed ones) and key."""
+        now = current_millis()
+        if message.queue_name in self.queues:
+            topic = self.settings.topic(message.queue_name)
         else:
             remaining = max(0, int(message.options.get("eta", now)) - now)
             topic = self.settings.topic(self.tiers.for_delay(remaining).topic(message.queue_name))
         key = message.options.get(PARTITION_KEY)
         key = None if key is None else str(key).encode()
-        return message, Record(topic, message.encode(), key=key, timestamp=now)
+        return Record(topic, message.encode(), key=key, timestamp=now)
 
     # Dead letters -----------------------------------------------------------------------------
 
