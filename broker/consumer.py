@@ -6,13 +6,15 @@ concurrently; they only mark offsets finished in an :class:`~broker.offsets.Offs
 the consumer thread commits each partition's contiguous finished prefix, asynchronously every
 ``commit_interval_ms`` and synchronously when partitions are revoked and on close.
 
-Prefetch is honoured by pausing every partition while the consumer keeps polling, so a long
-task never causes a ``max.poll.interval.ms`` eviction.
+Prefetch (messages handed out and not yet acked) is honoured exactly.  Records read ahead of it
+wait in a bounded buffer; when that is full, every partition is paused while the consumer keeps
+polling, so a long task never causes a ``max.poll.interval.ms`` eviction.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from itertools import count
@@ -31,8 +33,12 @@ logger = logging.getLogger(__name__)
 #: Tells consumer objects apart, so an ack for a message of an earlier consumer is ignored.
 _consumer_ids = count(1)
 
-#: How long one poll may block while partitions are paused for prefetch (ms).
-PAUSED_POLL_MS = 5
+#: How many records a consumer reads ahead of what it hands out before it pauses its partitions.
+#: Pausing and resuming restarts fetching, so it should happen once per many messages, not per ack.
+READ_AHEAD = 1_000
+
+#: The most records taken from the client in one poll.
+MAX_BATCH = 500
 
 
 class KafkaMessageProxy(MessageProxy):
@@ -69,11 +75,13 @@ class KafkaConsumer(dramatiq.Consumer):
         self.queue_name = queue_name
         self.prefetch = prefetch
         self.timeout = timeout
+        self.read_ahead = max(prefetch, READ_AHEAD)
         self.id = next(_consumer_ids)
         self.tracker = OffsetTracker()
         self._buffer: deque = deque()
         self._paused: set[tuple[str, int]] = set()
-        self._last_commit = time.monotonic()
+        self._last_commit = self._last_poll = time.monotonic()
+        self._slot_freed = threading.Event()
         self._closed = False
         self._consumer = Consumer(broker.consumer_config(group_id))
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -119,10 +127,15 @@ class KafkaConsumer(dramatiq.Consumer):
         pass
 
     def _finish(self, message: KafkaMessageProxy) -> None:
-        if message._consumer_id != self.id or not self.tracker.finish(
+        if message._consumer_id != self.id or not self._finish_offset(
             (message._topic, message._partition), message._offset, message._epoch
         ):
             logger.debug("Ignoring a stale ack for %s.", message.message_id)
+
+    def _finish_offset(self, key: tuple[str, int], offset: int, epoch: int) -> bool:
+        finished = self.tracker.finish(key, offset, epoch)
+        self._slot_freed.set()
+        return finished
 
     def __next__(self) -> KafkaMessageProxy | None:
         if self._closed:
@@ -131,19 +144,32 @@ class KafkaConsumer(dramatiq.Consumer):
         while True:
             self._commit_if_due()
             self._before_poll()
-            while self._buffer:
+            while self._buffer and self.tracker.in_flight < self.prefetch:
                 proxy = self._handle(self._buffer.popleft())
                 if proxy is not None:
                     return proxy
-            room = self.prefetch - self.tracker.in_flight
-            self._apply_backpressure(room > 0)
-            wait_ms = PAUSED_POLL_MS if room <= 0 else self._poll_ms(deadline)
+            # Resume only once half the read-ahead is used, so pauses stay rare.
+            self._apply_backpressure(len(self._buffer) < (self.read_ahead // 2 if self._paused else self.read_ahead))
+            wait_ms = self._poll_ms(deadline)
+            if self.tracker.in_flight >= self.prefetch:
+                # Wait for an ack rather than in the client, which an ack cannot interrupt, but
+                # still poll every so often: rebalances and max.poll.interval.ms need it.
+                self._slot_freed.clear()
+                if self.tracker.in_flight >= self.prefetch:
+                    self._slot_freed.wait(wait_ms / 1000)
+                if time.monotonic() - self._last_poll < self.broker.commit_interval_ms / 1000:
+                    if time.monotonic() >= deadline:
+                        return None
+                    continue
+                wait_ms = 0
+            batch = max(1, min(self.read_ahead - len(self._buffer), MAX_BATCH))
             try:
-                records = self._consumer.consume(num_messages=max(room, 1), timeout=wait_ms / 1000)
+                records = self._consumer.consume(num_messages=batch, timeout=wait_ms / 1000)
             except KafkaException as e:
                 raise ConnectionClosed(e) from None
+            self._last_poll = time.monotonic()
             self._buffer.extend(self._valid(records))
-            if not self._buffer and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and not (self._buffer and self.tracker.in_flight < self.prefetch):
                 return None
 
     def _poll_ms(self, deadline: float) -> float:
@@ -181,7 +207,7 @@ class KafkaConsumer(dramatiq.Consumer):
         except Exception:
             logger.exception("Could not dead-letter a record of %s; it will be redelivered.", record.topic())
             return
-        self.tracker.finish((record.topic(), record.partition()), record.offset(), epoch)
+        self._finish_offset((record.topic(), record.partition()), record.offset(), epoch)
 
     # Prefetch and commits ---------------------------------------------------------------------
 
@@ -309,7 +335,7 @@ class DelayConsumer(KafkaConsumer):
 
         def hopped(future):
             if future.exception() is None:
-                self.tracker.finish(key, record.offset(), epoch)
+                self._finish_offset(key, record.offset(), epoch)
             else:
                 logger.warning("A delayed message could not hop to %s; it will be read again: %s", topic, future.exception())
 
