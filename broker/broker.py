@@ -313,6 +313,14 @@ class KafkaBroker(dramatiq.Broker):
                 return False
         return True
 
+    def _all_drained(self, groups) -> bool:
+        try:
+            return all(self._is_drained(group, topics) for group, topics in groups)
+        except KafkaException as e:
+            # New topics may have no leader yet; a lasting error ends in the join's timeout.
+            logger.debug("Could not read offsets yet: %s", e)
+            return False
+
     def join(self, queue_name: str, *, timeout: int | None = None, fail_fast: bool | None = None) -> None:
         """Waits until every message of a queue, delayed ones included, has been processed.
 
@@ -334,7 +342,7 @@ class KafkaBroker(dramatiq.Broker):
         deadline = timeout and time.monotonic() + timeout / 1000
         main = (queue_name, [self.settings.topic(queue_name)])
         delayed = (dq_name(queue_name), [self.settings.topic(t) for t in self.tiers.topics(dq_name(queue_name))])
-        while not (self._is_drained(*main) and self._is_drained(*delayed) and self._is_drained(*main)):
+        while not self._all_drained([main, delayed, main]):
             if deadline and time.monotonic() > deadline:
                 raise QueueJoinTimeout(queue_name)
             time.sleep(0.02)

@@ -164,7 +164,7 @@ class KafkaConsumer(dramatiq.Consumer):
                 wait_ms = 0
             batch = max(1, min(self.read_ahead - len(self._buffer), MAX_BATCH))
             try:
-                records = self._consumer.consume(num_messages=batch, timeout=wait_ms / 1000)
+                records = poll_batch(self._consumer, batch, wait_ms / 1000)
             except KafkaException as e:
                 raise ConnectionClosed(e) from None
             self._last_poll = time.monotonic()
@@ -340,6 +340,17 @@ class DelayConsumer(KafkaConsumer):
                 logger.warning("A delayed message could not hop to %s; it will be read again: %s", topic, future.exception())
 
         future.add_done_callback(hopped)
+
+
+def poll_batch(consumer: Consumer, batch: int, timeout: float) -> list:
+    """Returns as soon as one record arrives (or ``timeout`` seconds pass), with up to ``batch``
+    records that are already there.  ``Consumer.consume`` alone waits for a full batch or the whole
+    timeout, which would add its timeout to every message's latency on a quiet queue.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)] if batch > 1 else [first]
 
 
 def _now_ms() -> int:

@@ -38,6 +38,7 @@ class Record:
       key(bytes|None): Records with the same key go to the same partition, in order.
       headers(list|None): ``(name, bytes)`` pairs.
       timestamp(int|None): The record's timestamp in epoch milliseconds (now by default).
+      partition(int|None): The partition to write to; by default the key (or librdkafka) picks it.
     """
 
     topic: str
@@ -45,6 +46,7 @@ class Record:
     key: bytes | None = None
     headers: list[tuple[str, bytes]] | None = None
     timestamp: int | None = None
+    partition: int | None = None
 
 
 class DurableProducer:
@@ -91,6 +93,8 @@ class DurableProducer:
         kwargs = {"key": record.key, "headers": record.headers, "on_delivery": delivered}
         if record.timestamp is not None:
             kwargs["timestamp"] = record.timestamp
+        if record.partition is not None:
+            kwargs["partition"] = record.partition
         deadline = time.monotonic() + self.delivery_timeout_ms / 1000
         while True:
             try:

@@ -1,0 +1,243 @@
+"""The reply side of request/response: one listener per process, reading a few result partitions.
+
+:class:`ReplyBook` is the pure part: which result keys this process waits for, the results that
+arrived for them, and who to wake.  :class:`ReplyListener` is the I/O part: a thread with a
+consumer that is *assigned* partitions (no consumer group, so no rebalance can ever stall a reply)
+and files every result record it reads into the book.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from .consumer import poll_batch
+
+logger = logging.getLogger(__name__)
+
+#: Header holding a result's expiry, in epoch milliseconds.
+EXPIRES_HEADER = "x-result-expires"
+
+#: How far before a message's timestamp a catch-up read starts, for clock skew between hosts (ms).
+CLOCK_SKEW_MS = 5_000
+
+
+@dataclass
+class _Entry:
+    expires_at: int
+    value: bytes | None = None
+    waiters: list[Callable[[bytes], None]] = field(default_factory=list)
+
+
+class ReplyBook:
+    """Results this process waits for.  Thread-safe; no I/O.
+
+    A key is *wanted* from the moment a request is sent (or a caller asks for it) until it
+    expires.  Results for keys nobody here wants are dropped, so a process keeps only its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+
+    def want(self, key: str, expires_at: int) -> None:
+        """Marks a result key as wanted until ``expires_at`` (epoch ms)."""
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry(expires_at))
+            entry.expires_at = max(entry.expires_at, expires_at)
+
+    def file(self, key: str, value: bytes, expires_at: int, now: int) -> bool:
+        """Files a result that was read.  Returns whether anyone here wanted it."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or expires_at <= now:
+                return False
+            entry.value, entry.expires_at = value, expires_at
+            waiters, entry.waiters = entry.waiters, []
+        for wake in waiters:
+            wake(value)
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        """Returns the result filed for a key, if it has arrived."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry.value
+
+    def wait(self, key: str, wake: Callable[[bytes], None], expires_at: int) -> bytes | None:
+        """Returns the result if it is there; otherwise arranges for ``wake(result)`` and returns None."""
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry(expires_at))
+            if entry.value is not None:
+                return entry.value
+            entry.waiters.append(wake)
+            return None
+
+    def cancel(self, key: str, wake: Callable[[bytes], None]) -> None:
+        """Stops waking ``wake`` for a key (its caller gave up)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and wake in entry.waiters:
+                entry.waiters.remove(wake)
+
+    def expire(self, now: int) -> int:
+        """Forgets every key past its expiry that nobody waits on.  Returns how many."""
+        with self._lock:
+            expired = [k for k, e in self._entries.items() if e.expires_at <= now and not e.waiters]
+            for key in expired:
+                del self._entries[key]
+            return len(expired)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class ReplyListener:
+    """A thread that reads result partitions into a :class:`ReplyBook`.
+
+    Parameters:
+      config(dict): librdkafka settings for the cluster.
+      topic(str): The full name of the results topic.
+      book(ReplyBook): Where results go.
+    """
+
+    def __init__(self, config: dict, topic: str, book: ReplyBook) -> None:
+        self.topic = topic
+        self.book = book
+        self._consumer = Consumer({
+            **config,
+            # Never used to join a group: partitions are assigned, and nothing is committed.
+            "group.id": "kafka-tasks-reply-listener",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 100,
+            "fetch.queue.backoff.ms": 0,
+        })
+        self._lock = threading.Condition()
+        #: partition -> the earliest record timestamp (ms) this listener has read it from.
+        self._watched_since: dict[int, int] = {}
+        self._requests: list[tuple[int, int]] = []
+        self._caught_up: dict[int, int] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="kafka-reply-listener", daemon=True)
+        self._thread.start()
+
+    def watch(self, partition: int, since_ms: int, *, wait_caught_up: float = 0) -> None:
+        """Makes sure ``partition`` is read from ``since_ms`` on (epoch ms, minus clock skew).
+
+        Parameters:
+          wait_caught_up: If positive, wait up to this many seconds until the listener has read the
+            partition up to its end as of now, so a result already stored is filed on return.
+        """
+        since_ms -= CLOCK_SKEW_MS
+        with self._lock:
+            covered = self._watched_since.get(partition, float("inf")) <= since_ms
+            if not covered:
+                self._requests.append((partition, since_ms))
+            if not covered or wait_caught_up:
+                end = self._end_offset(partition) if wait_caught_up else None
+                deadline = time.monotonic() + max(wait_caught_up, 30 if not covered else 0)
+                while not self._closed and (
+                    self._watched_since.get(partition, float("inf")) > since_ms
+                    or end is not None and self._caught_up.get(partition, -1) < end
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._lock.wait(remaining)
+
+    def _end_offset(self, partition: int) -> int:
+        try:
+            return self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5, cached=False)[1]
+        except KafkaException:
+            return -1
+
+    def _run(self) -> None:
+        last_expiry = time.monotonic()
+        while not self._closed:
+            try:
+                self._serve_requests()
+            except KafkaException as e:
+                # A topic created a moment ago may not be known yet: try again shortly.
+                logger.warning("The reply listener could not assign partitions yet: %s", e)
+                time.sleep(0.2)
+                continue
+            try:
+                records = poll_batch(self._consumer, 500, 0.05)
+            except (KafkaException, RuntimeError):
+                if self._closed:
+                    return
+                logger.exception("The reply listener failed to poll; retrying.")
+                time.sleep(0.5)
+                continue
+            now = int(time.time() * 1000)
+            progress = {}
+            for record in records:
+                if record.error() is not None:
+                    continue
+                progress[record.partition()] = record.offset() + 1
+                headers = dict(record.headers() or [])
+                expires_at = int(headers.get(EXPIRES_HEADER, b"0") or 0)
+                if record.key() is not None:
+                    self.book.file(record.key().decode(), record.value(), expires_at, now)
+            self._note_progress(progress)
+            if time.monotonic() - last_expiry > 10:
+                self.book.expire(now)
+                last_expiry = time.monotonic()
+
+    def _note_progress(self, progress: dict[int, int]) -> None:
+        with self._lock:
+            for partition in list(self._watched_since):
+                position = progress.get(partition)
+                if position is None:
+                    try:
+                        [tp] = self._consumer.position([TopicPartition(self.topic, partition)])
+                        position = tp.offset
+                    except KafkaException:
+                        continue
+                if position >= 0:
+                    self._caught_up[partition] = max(self._caught_up.get(partition, -1), position)
+            self._lock.notify_all()
+
+    def _serve_requests(self) -> None:
+        with self._lock:
+            requests = list(self._requests)
+        if not requests:
+            return
+        wanted: dict[int, int] = {}
+        for partition, since_ms in requests:
+            wanted[partition] = min(since_ms, wanted.get(partition, since_ms))
+        lookups = [TopicPartition(self.topic, p, max(ts, 0)) for p, ts in wanted.items()]
+        offsets = self._consumer.offsets_for_times(lookups, timeout=10)
+        fresh, rewind = [], []
+        for tp in offsets:
+            start = TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            (rewind if tp.partition in self._watched_since else fresh).append(start)
+        if rewind:
+            # Re-assigning moves the position back even before the partition has fetched.
+            self._consumer.incremental_unassign([TopicPartition(self.topic, tp.partition) for tp in rewind])
+        if fresh or rewind:
+            self._consumer.incremental_assign(fresh + rewind)
+        with self._lock:
+            del self._requests[:len(requests)]
+            for partition, since_ms in wanted.items():
+                self._watched_since[partition] = min(since_ms, self._watched_since.get(partition, since_ms))
+                self._caught_up.pop(partition, None)
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        """Stops the thread and closes the consumer.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join(5)
+        self._consumer.close()

@@ -1,0 +1,252 @@
+"""``KafkaResultBackend``: actor results over Kafka, for request/response between services.
+
+Design.  Results go to one topic, ``dramatiq-results`` (with ``KAFKA_PREFIX``), keyed by
+Dramatiq's result key.  Each process that asks for results picks one *reply partition* of that
+topic at random and reads it with an assigned consumer: there is no consumer group on the reply
+path, so no rebalance ever stalls a reply, and a process reads only ``1/partitions`` of all
+results.  The :class:`ReplyRouting` middleware writes the requester's reply partition into every
+result-backed message it sends (``options["reply_partition"]``), and the worker that stores the
+result writes it to that partition.  The requester's listener files results in memory for the
+keys it sent and wakes the callers waiting on them at once, with no sleep-polling.
+
+Without ``ReplyRouting``, or for a message sent by another process (a restarted requester, say),
+the result goes to the partition its key hashes to, and the listener starts reading that
+partition from the message's timestamp, so a result stored before anyone asked is still found.
+
+Results expire after their ``result_ttl``: expired records are ignored, and the topic's retention
+is the backend's ``result_ttl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+import zlib
+
+import dramatiq
+from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
+from dramatiq.results.backend import DEFAULT_TIMEOUT
+from dramatiq.results.middleware import DEFAULT_RESULT_TTL
+from dramatiq.results.result import wrap_exception, wrap_result
+
+from .producer import DurableProducer, Record
+from .replies import EXPIRES_HEADER, ReplyBook, ReplyListener
+from .settings import KafkaSettings
+from .topics import TopicSpec, ensure_topics
+
+#: The message option that names the partition a result must be written to.
+REPLY_PARTITION = "reply_partition"
+
+
+class KafkaResultBackend(ResultBackend):
+    """A result backend on Kafka.  Use it with Dramatiq's ``Results`` middleware, and add
+    :class:`ReplyRouting` so that replies come to a partition the requester reads.
+
+    Parameters:
+      settings(KafkaSettings): Cluster settings; by default from the environment, like
+        ``KafkaBroker``, with ``KafkaSettings`` fields as keyword arguments taking precedence.
+      namespace(str): Dramatiq's result namespace, part of every result key.
+      topic(str): The results topic, without the prefix.
+      partitions(int): Its partition count when created.
+      replication_factor(int): Its replication factor; -1 is the cluster default.
+      result_ttl(int): The topic's retention, in ms: the longest ``result_ttl`` actors use.
+      encoder(Encoder): How results are serialized (Dramatiq's JSON encoder by default).
+    """
+
+    def __init__(self, *, settings: KafkaSettings | None = None, namespace: str = "dramatiq-results",
+                 topic: str = "dramatiq-results", partitions: int = 16, replication_factor: int = -1,
+                 result_ttl: int = DEFAULT_RESULT_TTL, encoder=None, **settings_overrides) -> None:
+        super().__init__(namespace=namespace, encoder=encoder)
+        self.settings = settings or KafkaSettings.from_env(**settings_overrides)
+        self.topic = self.settings.topic(topic)
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.result_ttl = result_ttl
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._producer: DurableProducer | None = None
+        self._listener: ReplyListener | None = None
+        self._book = ReplyBook()
+        self._reply_partition = 0
+
+    def __repr__(self) -> str:
+        return f"KafkaResultBackend(topic={self.topic!r}, settings={self.settings!r})"
+
+    # Per-process clients ----------------------------------------------------------------------
+
+    def _clients(self) -> None:
+        """Creates this process's producer (and topic) after a fork, at first use."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            config = self.settings.client_config()
+            retention = {"retention.ms": str(self.result_ttl), "segment.ms": str(min(self.result_ttl, 3_600_000))}
+            from confluent_kafka.admin import AdminClient
+
+            ensure_topics(AdminClient(config), [TopicSpec(self.topic, self.partitions, self.replication_factor, retention)])
+            self._producer = DurableProducer({**config, "linger.ms": 0})
+            self._listener = None
+            self._book = ReplyBook()
+            self._reply_partition = random.randrange(self.partitions)
+            self._pid = os.getpid()
+
+    @property
+    def listener(self) -> ReplyListener:
+        """This process's reply listener, started on first use, reading its reply partition."""
+        self._clients()
+        with self._lock:
+            if self._listener is None:
+                self._listener = ReplyListener(self.settings.client_config(), self.topic, self._book)
+                fresh = True
+            else:
+                fresh = False
+        if fresh:
+            self._listener.watch(self._reply_partition, int(time.time() * 1000))
+        return self._listener
+
+    @property
+    def reply_partition(self) -> int:
+        """The partition this process reads its replies from."""
+        self._clients()
+        return self._reply_partition
+
+    def expect(self, message: dramatiq.Message, ttl: int | None = None) -> int:
+        """Registers interest in a message's result before it is sent; returns the reply partition."""
+        self.listener  # noqa: B018 - starts reading the reply partition before the message leaves
+        self._book.want(self.build_message_key(message), _now() + (ttl or self.result_ttl))
+        return self._reply_partition
+
+    def _partition_for(self, message, message_key: str) -> int:
+        partition = message.options.get(REPLY_PARTITION)
+        if isinstance(partition, int) and 0 <= partition < self.partitions:
+            return partition
+        return zlib.crc32(message_key.encode()) % self.partitions
+
+    # Storing (worker side) --------------------------------------------------------------------
+
+    def store_result(self, message, result, ttl: int) -> None:
+        self._send(message, wrap_result(result), ttl)
+
+    def store_exception(self, message, exception: Exception, ttl: int) -> None:
+        self._send(message, wrap_exception(exception), ttl)
+
+    def _send(self, message, wrapped, ttl: int) -> None:
+        self._clients()
+        key = self.build_message_key(message)
+        self._producer.send(Record(
+            self.topic, self.encoder.encode(wrapped), key=key.encode(),
+            headers=[(EXPIRES_HEADER, str(_now() + ttl).encode())],
+            partition=self._partition_for(message, key),
+        ))
+
+    # Getting (requester side) -----------------------------------------------------------------
+
+    def _prepare_wait(self, message, *, caught_up: float) -> str:
+        key = self.build_message_key(message)
+        listener = self.listener
+        self._book.want(key, _now() + self.result_ttl)
+        listener.watch(self._partition_for(message, key), message.message_timestamp, wait_caught_up=caught_up)
+        return key
+
+    def get_result(self, message, *, block: bool = False, timeout: int | None = None):
+        """Returns a message's result as soon as it arrives.
+
+        Raises:
+          ResultMissing: When ``block`` is False and the result isn't there.
+          ResultTimeout: When ``timeout`` ms (10 s by default) pass without a result.
+          ResultFailure: When the actor failed.
+        """
+        timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        key = self._prepare_wait(message, caught_up=0 if block else min(timeout / 1000, 5))
+        if not block:
+            value = self._book.get(key)
+            if value is None:
+                raise ResultMissing(message)
+            return self.unwrap_result(self.encoder.decode(value))
+        arrived = threading.Event()
+        box: list[bytes] = []
+
+        def wake(value: bytes) -> None:
+            box.append(value)
+            arrived.set()
+
+        value = self._book.wait(key, wake, _now() + self.result_ttl)
+        if value is None:
+            if not arrived.wait(timeout / 1000):
+                self._book.cancel(key, wake)
+                raise ResultTimeout(message)
+            value = box[0]
+        return self.unwrap_result(self.encoder.decode(value))
+
+    async def get_result_async(self, message, *, timeout: int | None = None):
+        """Awaits a message's result without blocking the event loop.
+
+        Raises:
+          ResultTimeout: When ``timeout`` ms (10 s by default) pass without a result.
+          ResultFailure: When the actor failed.
+        """
+        timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        key = await loop.run_in_executor(None, lambda: self._prepare_wait(message, caught_up=0))
+        future = loop.create_future()
+
+        def wake(value: bytes) -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(value))
+
+        value = self._book.wait(key, wake, _now() + self.result_ttl)
+        if value is None:
+            try:
+                value = await asyncio.wait_for(future, timeout / 1000)
+            except asyncio.TimeoutError:
+                self._book.cancel(key, wake)
+                raise ResultTimeout(message) from None
+        return self.unwrap_result(self.encoder.decode(value))
+
+    def close(self) -> None:
+        """Stops this process's listener and delivers pending results."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            producer, self._producer = self._producer, None
+            mine = self._pid == os.getpid()
+            self._pid = None
+        if mine and listener is not None:
+            listener.close()
+        if mine and producer is not None:
+            producer.close()
+
+
+class ReplyRouting(dramatiq.Middleware):
+    """Routes the results of the messages this process sends to its own reply partition.
+
+    Add it next to ``Results(backend=...)``.  It marks every message of a result-storing actor
+    with ``reply_partition`` and registers the process's interest in its result before the
+    message leaves, so the reply is read even if it comes before anyone calls ``get_result``.
+
+    Parameters:
+      backend(KafkaResultBackend): The backend the Results middleware uses.
+    """
+
+    def __init__(self, backend: KafkaResultBackend) -> None:
+        self.backend = backend
+
+    def before_enqueue(self, broker, message, delay) -> None:
+        if message.options.get("store_results") is None:
+            try:
+                actor_options = broker.get_actor(message.actor_name).options
+            except dramatiq.errors.ActorNotFound:
+                return
+            if not actor_options.get("store_results"):
+                return
+        elif not message.options["store_results"]:
+            return
+        if REPLY_PARTITION not in message.options:
+            message.options[REPLY_PARTITION] = self.backend.expect(message, message.options.get("result_ttl"))
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
