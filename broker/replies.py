@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .consumer import poll_batch
 
@@ -117,6 +117,8 @@ class ReplyListener:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
+            # Only reached if a start offset is ever invalid: reading more beats missing a reply.
+            "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
             "fetch.queue.backoff.ms": 0,
         })
@@ -214,11 +216,23 @@ class ReplyListener:
         wanted: dict[int, int] = {}
         for partition, since_ms in requests:
             wanted[partition] = min(since_ms, wanted.get(partition, since_ms))
+        # A topic created a moment ago may have no leaders yet; assigning it then can stall.
+        metadata = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if metadata is None or metadata.error is not None or any(
+            metadata.partitions.get(p) is None or metadata.partitions[p].leader < 0 for p in wanted
+        ):
+            raise KafkaException(f"the results topic {self.topic} is not ready")
         lookups = [TopicPartition(self.topic, p, max(ts, 0)) for p, ts in wanted.items()]
         offsets = self._consumer.offsets_for_times(lookups, timeout=10)
         fresh, rewind = [], []
         for tp in offsets:
-            start = TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if tp.offset < 0:
+                # Nothing that recent yet: start at today's end, as a number.  OFFSET_END would be
+                # resolved only when fetching starts, after a reply may already have been written.
+                tp.offset = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            start = TopicPartition(self.topic, tp.partition, tp.offset)
             (rewind if tp.partition in self._watched_since else fresh).append(start)
         if rewind:
             # Re-assigning moves the position back even before the partition has fetched.

@@ -1,0 +1,213 @@
+"""KafkaResultBackend on a real Kafka: request/response between actors and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import dramatiq
+import pytest
+from dramatiq.results import ResultFailure, ResultMissing, Results, ResultTimeout
+
+from broker import REPLY_PARTITION, KafkaBroker, KafkaResultBackend, ReplyRouting
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def results_topic():
+    return f"results-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def setup(kafka, queue_name, results_topic):
+    """A broker with the Kafka result backend, a result-backed actor and a running worker."""
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=2, commit_interval_ms=20)
+    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=4)
+    broker.add_middleware(Results(backend=backend))
+    broker.add_middleware(ReplyRouting(backend))
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker, store_results=True, max_retries=0)
+    def get_user(user_id):
+        if user_id < 0:
+            raise LookupError(f"no such user: {user_id}")
+        return {"id": user_id, "name": f"user-{user_id}"}
+
+    worker = dramatiq.Worker(broker, worker_threads=8, worker_timeout=100)
+    worker.start()
+    yield broker, backend, get_user
+    worker.stop()
+    backend.close()
+    broker.close()
+
+
+def test_round_trip(setup):
+    _, backend, get_user = setup
+    message = get_user.send(7)
+    assert message.get_result(backend=backend, block=True, timeout=10_000) == {"id": 7, "name": "user-7"}
+
+
+def test_messages_carry_the_requesters_reply_partition(setup):
+    _, backend, get_user = setup
+    message = get_user.send(1)
+    assert message.options[REPLY_PARTITION] == backend.reply_partition
+
+
+def test_actor_failure_raises_result_failure(setup):
+    _, backend, get_user = setup
+    message = get_user.send(-1)
+    with pytest.raises(ResultFailure, match="no such user: -1") as failure:
+        message.get_result(backend=backend, block=True, timeout=10_000)
+    assert failure.value.orig_exc_type == "LookupError"
+
+
+def test_a_result_stored_before_anyone_asks_is_returned(setup):
+    broker, backend, get_user = setup
+    message = get_user.send(3)
+    # The worker stores the result before it acks, so after the join the result is in Kafka
+    broker.join(message.queue_name, timeout=10_000)
+    assert message.get_result(backend=backend, block=False) == {"id": 3, "name": "user-3"}
+
+
+def test_get_result_without_block_raises_result_missing_before_the_result_exists(kafka, results_topic, queue_name):
+    # Given a result-backed message that nothing consumes
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1)
+    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=2)
+    broker.add_middleware(Results(backend=backend))
+    broker.add_middleware(ReplyRouting(backend))
+    lonely = dramatiq.actor(lambda: 1, actor_name="lonely", queue_name=queue_name, broker=broker, store_results=True)
+    message = lonely.send()
+    try:
+        with pytest.raises(ResultMissing):
+            message.get_result(backend=backend, block=False)
+        with pytest.raises(ResultTimeout):
+            message.get_result(backend=backend, block=True, timeout=300)
+    finally:
+        backend.close()
+        broker.close()
+
+
+def test_many_threads_get_their_own_results(setup):
+    _, backend, get_user = setup
+    results, errors = {}, []
+
+    def ask(n):
+        try:
+            results[n] = get_user.send(n).get_result(backend=backend, block=True, timeout=20_000)["id"]
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == {n: n for n in range(20)}
+
+
+def test_async_callers_await_results_without_blocking_the_loop(setup):
+    _, backend, get_user = setup
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        clock = asyncio.ensure_future(ticker())
+        messages = [get_user.send(n) for n in range(5)]
+        values = await asyncio.gather(*(backend.get_result_async(m, timeout=10_000) for m in messages))
+        clock.cancel()
+        return values, ticks
+
+    values, ticks = asyncio.run(main())
+    assert [v["id"] for v in values] == list(range(5))
+    assert ticks > 0
+
+
+def test_async_wait_times_out(kafka, results_topic, queue_name):
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1)
+    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=2)
+    broker.add_middleware(Results(backend=backend))
+    broker.add_middleware(ReplyRouting(backend))
+    lonely = dramatiq.actor(lambda: 1, actor_name="lonely", queue_name=queue_name, broker=broker, store_results=True)
+    message = lonely.send()
+    try:
+        with pytest.raises(ResultTimeout):
+            asyncio.run(backend.get_result_async(message, timeout=200))
+    finally:
+        backend.close()
+        broker.close()
+
+
+def test_a_thousand_outstanding_requests_from_one_process(setup):
+    broker, backend, get_user = setup
+    messages = [get_user.message(n) for n in range(1000)]
+    sent = broker.enqueue_many(messages)
+    values = [m.get_result(backend=backend, block=True, timeout=60_000)["id"] for m in sent]
+    assert values == list(range(1000))
+
+
+def test_a_restarted_requester_gets_results_of_messages_sent_before(kafka, results_topic, queue_name, setup):
+    # Given a request sent by one backend instance, which then goes away
+    _, first_backend, get_user = setup
+    message = get_user.send(11)
+    encoded = message.encode()
+    # When a new requester (another backend, another reply partition) asks for its result
+    restarted = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=4)
+    try:
+        again = dramatiq.Message.decode(encoded)
+        assert again.get_result(backend=restarted, block=True, timeout=10_000) == {"id": 11, "name": "user-11"}
+    finally:
+        restarted.close()
+
+
+# Separate processes, as in production ----------------------------------------------------------
+
+def start_responder(kafka: str, queue_name: str, results_topic: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TEST_QUEUE": queue_name, "RESULTS_TOPIC": results_topic}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tasks.cli", "worker", "tests.resultsapp", "--processes", "1", "--threads", "8"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def test_requesters_and_a_responder_in_separate_processes_each_get_their_own(kafka, queue_name, results_topic, tmp_path):
+    responder = start_responder(kafka, queue_name, results_topic, tmp_path / "worker.log")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TEST_QUEUE": queue_name, "RESULTS_TOPIC": results_topic}
+    try:
+        requesters = [
+            subprocess.Popen([sys.executable, "-m", "tests.resultsapp", tag, "50"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for tag in ("alpha", "beta")
+        ]
+        outputs = [r.communicate(timeout=120) for r in requesters]
+    finally:
+        stop(responder)
+    for (out, err), tag in zip(outputs, ("alpha", "beta")):
+        assert out, f"requester {tag} printed nothing:\n{err[-2000:]}\n{(tmp_path / 'worker.log').read_text()[-2000:]}"
+        pairs = json.loads(out)
+        assert [sent for sent, _ in pairs] == [f"{tag}-{n}" for n in range(50)]
+        assert all(sent == received for sent, received in pairs)
