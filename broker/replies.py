@@ -31,6 +31,8 @@ CLOCK_SKEW_MS = 5_000
 class _Entry:
     expires_at: int
     value: bytes | None = None
+    #: Wanted before its request was sent, so the listener has read its partition since then.
+    expected: bool = False
     waiters: list[Callable[[bytes], None]] = field(default_factory=list)
 
 
@@ -45,11 +47,20 @@ class ReplyBook:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
-    def want(self, key: str, expires_at: int) -> None:
-        """Marks a result key as wanted until ``expires_at`` (epoch ms)."""
+    def want(self, key: str, expires_at: int, *, expected: bool = False) -> bool:
+        """Marks a result key as wanted until ``expires_at`` (epoch ms).
+
+        Parameters:
+          expected: The request is about to be sent, and its reply partition is being read.
+
+        Returns:
+          Whether the key was expected, now or before.
+        """
         with self._lock:
             entry = self._entries.setdefault(key, _Entry(expires_at))
             entry.expires_at = max(entry.expires_at, expires_at)
+            entry.expected = entry.expected or expected
+            return entry.expected
 
     def file(self, key: str, value: bytes, expires_at: int, now: int) -> bool:
         """Files a result that was read.  Returns whether anyone here wanted it."""
@@ -195,17 +206,11 @@ class ReplyListener:
                 last_expiry = time.monotonic()
 
     def _note_progress(self, progress: dict[int, int]) -> None:
+        if not progress:
+            return
         with self._lock:
-            for partition in list(self._watched_since):
-                position = progress.get(partition)
-                if position is None:
-                    try:
-                        [tp] = self._consumer.position([TopicPartition(self.topic, partition)])
-                        position = tp.offset
-                    except KafkaException:
-                        continue
-                if position >= 0:
-                    self._caught_up[partition] = max(self._caught_up.get(partition, -1), position)
+            for partition, position in progress.items():
+                self._caught_up[partition] = max(self._caught_up.get(partition, -1), position)
             self._lock.notify_all()
 
     def _serve_requests(self) -> None:
@@ -243,7 +248,8 @@ class ReplyListener:
             del self._requests[:len(requests)]
             for partition, since_ms in wanted.items():
                 self._watched_since[partition] = min(since_ms, self._watched_since.get(partition, since_ms))
-                self._caught_up.pop(partition, None)
+            for tp in fresh + rewind:
+                self._caught_up[tp.partition] = tp.offset
             self._lock.notify_all()
 
     def close(self) -> None:

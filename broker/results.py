@@ -118,7 +118,7 @@ class KafkaResultBackend(ResultBackend):
     def expect(self, message: dramatiq.Message, ttl: int | None = None) -> int:
         """Registers interest in a message's result before it is sent; returns the reply partition."""
         self.listener  # noqa: B018 - starts reading the reply partition before the message leaves
-        self._book.want(self.build_message_key(message), _now() + (ttl or self.result_ttl))
+        self._book.want(self.build_message_key(message), _now() + (ttl or self.result_ttl), expected=True)
         return self._reply_partition
 
     def _partition_for(self, message, message_key: str) -> int:
@@ -149,8 +149,13 @@ class KafkaResultBackend(ResultBackend):
     def _prepare_wait(self, message, *, caught_up: float) -> str:
         key = self.build_message_key(message)
         listener = self.listener
-        self._book.want(key, _now() + self.result_ttl)
-        listener.watch(self._partition_for(message, key), message.message_timestamp, wait_caught_up=caught_up)
+        partition = self._partition_for(message, key)
+        if self._book.want(key, _now() + self.result_ttl):
+            if caught_up:
+                listener.watch(partition, _now(), wait_caught_up=caught_up)
+        else:
+            # Sent by another process, or before this one listened: read its partition from then.
+            listener.watch(partition, message.message_timestamp, wait_caught_up=caught_up)
         return key
 
     def get_result(self, message, *, block: bool = False, timeout: int | None = None):

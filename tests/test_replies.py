@@ -67,3 +67,10 @@ def test_want_extends_but_never_shortens_the_expiry():
     book.want("k", expires_at=9_000)
     book.want("k", expires_at=2_000)
     assert book.expire(now=5_000) == 0
+
+
+def test_a_key_stays_expected_once_it_was_expected():
+    book = ReplyBook()
+    assert book.want("k", expires_at=5_000, expected=True) is True
+    assert book.want("k", expires_at=5_000) is True
+    assert book.want("other", expires_at=5_000) is False
