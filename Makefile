@@ -17,14 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# The whole system. Uses the cluster in KAFKA_URL / KAFKA_BOOTSTRAP_SERVERS when one is given,
-# otherwise a local Kafka with its data in var/kafka.
+# The whole system: a local Kafka (unless KAFKA_URL / KAFKA_BOOTSTRAP_SERVERS points elsewhere),
+# `kafka-tasks release`, then the Procfile's web, auth and payments processes under honcho.
 run: setup
-	@if [ -n "$$KAFKA_URL$$KAFKA_BOOTSTRAP_SERVERS" ]; then \
-		echo "Using the Kafka cluster at $${KAFKA_URL:-$$KAFKA_BOOTSTRAP_SERVERS}; no local broker started."; \
-	else \
-		exec $(BIN)/kafka-tasks kafka; \
-	fi
+	scripts/run-local
 
 kafka: setup
 	$(BIN)/kafka-tasks kafka

@@ -27,6 +27,7 @@ import time
 import zlib
 
 import dramatiq
+from confluent_kafka.admin import AdminClient
 from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.middleware import DEFAULT_RESULT_TTL
@@ -84,16 +85,22 @@ class KafkaResultBackend(ResultBackend):
         with self._lock:
             if self._pid == os.getpid():
                 return
-            config = self.settings.client_config()
-            retention = {"retention.ms": str(self.result_ttl), "segment.ms": str(min(self.result_ttl, 3_600_000))}
-            from confluent_kafka.admin import AdminClient
-
-            ensure_topics(AdminClient(config), [TopicSpec(self.topic, self.partitions, self.replication_factor, retention)])
-            self._producer = DurableProducer({**config, "linger.ms": 0})
+            self.ensure_topic()
+            self._producer = DurableProducer({**self.settings.client_config(), "linger.ms": 0})
             self._listener = None
             self._book = ReplyBook()
             self._reply_partition = random.randrange(self.partitions)
             self._pid = os.getpid()
+
+    def ensure_topic(self) -> list[str]:
+        """Creates the results topic if it is missing, with retention matching ``result_ttl``.
+
+        Raises:
+          MissingTopics: If it is missing and the cluster does not let this client create it.
+        """
+        retention = {"retention.ms": str(self.result_ttl), "segment.ms": str(min(self.result_ttl, 3_600_000))}
+        spec = TopicSpec(self.topic, self.partitions, self.replication_factor, retention)
+        return ensure_topics(AdminClient(self.settings.client_config()), [spec])
 
     @property
     def listener(self) -> ReplyListener:

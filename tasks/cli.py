@@ -14,7 +14,19 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     broker_cli.add_kafka_command(subparsers)
     broker_cli.add_worker_command(subparsers)
+    release = subparsers.add_parser("release", help="create the database schema and the Kafka topics (idempotent)")
+    release.set_defaults(func=_run_release)
     return parser
+
+
+def _run_release(args: argparse.Namespace) -> int:
+    from .release import release
+
+    try:
+        return release()
+    except Exception as e:  # One clear line for the deploy log, and a non-zero exit.
+        print(f"kafka-tasks release: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

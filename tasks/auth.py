@@ -1,0 +1,42 @@
+"""The auth service (queue ``auth``): stores users and answers who they are."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from marshmallow import ValidationError
+
+from .app import broker
+from .errors import EmailAlreadyRegistered, InvalidPayload, PermanentFailure
+from .schemas import SignUpSchema
+from .store import EmailTaken, get_store
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "auth"
+
+
+@dramatiq.actor(queue_name=QUEUE, broker=broker, max_retries=10, throws=(PermanentFailure,), track_status=True)
+def create_user(payload: dict) -> dict:
+    """Stores a user.  A redelivered message returns the user it created; another sign-up with the
+    same email fails for good with "email already registered".
+    """
+    try:
+        data = SignUpSchema().load(payload)
+    except ValidationError as e:
+        raise InvalidPayload(f"invalid sign-up: {e.messages}") from None
+    task_id = CurrentMessage.get_current_message().message_id
+    try:
+        user = get_store().create_user(name=data["name"], email=data["email"], task_id=task_id)
+    except EmailTaken:
+        raise EmailAlreadyRegistered() from None
+    logger.info("created user %s <%s>", user["id"], user["email"])
+    return user
+
+
+@dramatiq.actor(queue_name=QUEUE, broker=broker, store_results=True, max_retries=0, priority=0)
+def get_user(user_id: int) -> dict | None:
+    """Returns the user with this id, or ``None``."""
+    return get_store().get_user(int(user_id))

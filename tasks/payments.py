@@ -1,0 +1,60 @@
+"""The payments service (queue ``payments``): records a payment once the auth service vouches for
+the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from dramatiq.results import ResultTimeout
+from marshmallow import ValidationError
+
+from .app import backend, broker
+from .auth import get_user
+from .errors import InvalidPayload, PermanentFailure, UnknownUser, UserLookupTimedOut
+from .schemas import PaymentSchema
+from .store import get_store
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "payments"
+
+#: How long a payment waits for the auth service before it is retried (ms).
+GET_USER_TIMEOUT_MS = int(os.environ.get("GET_USER_TIMEOUT_MS", "5000"))
+
+#: Backoff of payment retries (ms); the auth service may be restarting.
+MIN_BACKOFF_MS = int(os.environ.get("PAYMENTS_MIN_BACKOFF_MS", "1000"))
+MAX_BACKOFF_MS = int(os.environ.get("PAYMENTS_MAX_BACKOFF_MS", "60000"))
+
+
+@dramatiq.actor(queue_name=QUEUE, broker=broker, max_retries=20, min_backoff=MIN_BACKOFF_MS,
+                max_backoff=MAX_BACKOFF_MS, throws=(PermanentFailure,), track_status=True)
+def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
+    """Records a payment exactly once per idempotency key (the message id when none is given).
+
+    It waits for ``get_user`` with a timeout, and runs in its own worker processes (the Procfile's
+    ``payments``), so payment threads that wait never hold up the auth workers that answer them.
+    """
+    try:
+        data = PaymentSchema().load(payload)
+    except ValidationError as e:
+        raise InvalidPayload(f"invalid payment: {e.messages}") from None
+    task_id = CurrentMessage.get_current_message().message_id
+    try:
+        user = get_user.send(data["userId"]).get_result(backend=backend, block=True, timeout=GET_USER_TIMEOUT_MS)
+    except ResultTimeout:
+        raise UserLookupTimedOut(f"the auth service did not answer within {GET_USER_TIMEOUT_MS} ms") from None
+    if user is None:
+        raise UnknownUser(data["userId"])
+    payment, recorded = get_store().record_payment(
+        idempotency_key=idempotency_key or task_id, user_id=data["userId"], amount=data["amount"],
+        currency=data["currency"], task_id=task_id,
+    )
+    if recorded:
+        logger.info("process payment for user %s - amount: %s", user["name"], payment["amount"])
+    else:
+        logger.info("payment %s was already recorded", payment["idempotencyKey"])
+    return {**payment, "userName": user["name"]}

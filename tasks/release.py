@@ -1,0 +1,26 @@
+"""``kafka-tasks release``: what a deploy runs once before the new code serves (Procfile ``release``).
+
+It creates the database schema and ensures every Kafka topic the services use.  Both steps are
+idempotent, and any failure exits non-zero, so a platform stops the deploy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("kafka_tasks.release")
+
+
+def release() -> int:
+    """Creates the schema and the topics.  Returns the exit status."""
+    from . import auth, payments  # noqa: F401 - declare the queues
+    from .app import backend, broker
+    from .store import get_store
+
+    store = get_store()
+    store.create_schema()
+    print(f"database schema ready ({store.engine.url.render_as_string(hide_password=True)})", flush=True)
+    if hasattr(broker, "ensure_topics"):
+        created = broker.ensure_topics() + backend.ensure_topic()
+        print(f"kafka topics ready ({len(created)} created)", flush=True)
+    return 0

@@ -1,0 +1,98 @@
+"""Marshmallow schemas shared by the gateway and the actors.
+
+One definition validates both the HTTP body and the task payload, so a task that reaches an actor
+was checked by the same rules the gateway applied, and a record produced straight to Kafka is
+checked again.  JSON field names follow the NestJS system this grew from (``userId``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
+
+#: The largest payment accepted, in the payment's currency.
+MAX_AMOUNT = Decimal("1000000")
+
+#: ISO 4217 codes accepted for payments.  A closed list: a typo must fail, not charge in "USD ".
+CURRENCIES = frozenset("""
+AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD
+CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD
+GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT
+LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR
+NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP
+STN SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF
+YER ZAR ZMW ZWL
+""".split())
+
+
+def _at_most_two_decimals(value: Decimal) -> None:
+    if value.as_tuple().exponent < -2:
+        raise ValidationError("Must have at most 2 decimal places.")
+
+
+class SignUpSchema(Schema):
+    """A sign-up: ``{name, email}``.  The email is stored lower-cased and trimmed."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+
+    @pre_load
+    def _trim(self, data, **kwargs):
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("name", "email"):
+                if isinstance(data.get(key), str):
+                    data[key] = data[key].strip()
+        return data
+
+    @post_load
+    def _normalise(self, data, **kwargs):
+        data["email"] = data["email"].lower()
+        return data
+
+
+class PaymentSchema(Schema):
+    """A payment: ``{userId, amount, currency}``.  Money is a ``Decimal``, never a float."""
+
+    userId = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    amount = fields.Decimal(
+        required=True, as_string=True, allow_nan=False,
+        validate=[validate.Range(min=Decimal("0"), max=MAX_AMOUNT, min_inclusive=False), _at_most_two_decimals],
+    )
+    currency = fields.String(load_default="USD", validate=validate.OneOf(sorted(CURRENCIES)))
+
+    @pre_load
+    def _exact_amounts(self, data, **kwargs):
+        # A JSON number like 10.1 arrives as a float, already rounded in binary; as a string it is exact.
+        if isinstance(data, dict) and isinstance(data.get("amount"), float):
+            data = dict(data, amount=repr(data["amount"]))
+        return data
+
+
+class TaskAcceptedSchema(Schema):
+    """The answer to an accepted task."""
+
+    taskId = fields.String(required=True)
+    statusUrl = fields.String(required=True)
+
+
+class TaskStatusSchema(Schema):
+    """What ``GET /api/tasks/<taskId>`` answers."""
+
+    taskId = fields.String(required=True)
+    kind = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["queued", "running", "retrying", "succeeded", "failed", "dead"]))
+    result = fields.Raw(allow_none=True)
+    error = fields.String(allow_none=True)
+    createdAt = fields.DateTime(required=True)
+    updatedAt = fields.DateTime(required=True)
+
+
+class UserSchema(Schema):
+    """A stored user."""
+
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    email = fields.String(required=True)

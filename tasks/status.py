@@ -1,0 +1,63 @@
+"""Task statuses, kept in the database so any process can answer ``GET /api/tasks/<id>``.
+
+The gateway records a task as ``queued`` before it is sent; this middleware moves it through
+``running``, ``retrying``, ``succeeded``, ``failed`` (a :class:`~tasks.errors.PermanentFailure`)
+and ``dead`` (retries exhausted), for actors declared with ``track_status=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from .errors import PermanentFailure
+from .store import get_store
+
+logger = logging.getLogger(__name__)
+
+
+def describe(exception: BaseException | None) -> str | None:
+    """Returns the reason a caller sees: the message of a permanent failure, else type and message."""
+    if exception is None:
+        return None
+    if isinstance(exception, PermanentFailure):
+        return str(exception)
+    return f"{type(exception).__name__}: {exception}"
+
+
+class TaskStatus(dramatiq.Middleware):
+    """Records the status of tracked actors' messages in the store."""
+
+    @property
+    def actor_options(self):
+        return {"track_status"}
+
+    def _tracked(self, broker, message) -> bool:
+        try:
+            return bool(broker.get_actor(message.actor_name).options.get("track_status"))
+        except dramatiq.errors.ActorNotFound:
+            return False
+
+    def _set(self, broker, message, status: str, **fields) -> None:
+        if not self._tracked(broker, message):
+            return
+        try:
+            get_store().set_status(message.message_id, message.actor_name, status, **fields)
+        except Exception:
+            # A status is a courtesy to the caller; it must never fail the task itself.
+            logger.exception("Could not record status %r of task %s.", status, message.message_id)
+
+    def before_process_message(self, broker, message):
+        self._set(broker, message, "running")
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        if exception is None:
+            self._set(broker, message, "succeeded", result=result)
+        elif not message.failed:
+            self._set(broker, message, "retrying", error=describe(exception))
+
+    def after_nack(self, broker, message):
+        exception = getattr(message, "_exception", None)
+        status = "failed" if isinstance(exception, PermanentFailure) else "dead"
+        self._set(broker, message, status, error=describe(exception) or "rejected")

@@ -1,0 +1,287 @@
+"""Where users, payments and task statuses live: SQLAlchemy 2, SQLite by default, PostgreSQL in
+production (``DATABASE_URL``).
+
+Every write the actors make is idempotent, keyed so that a redelivered message finds its own
+earlier work instead of doing it twice: a user remembers the task that created it, and a payment
+is unique by its idempotency key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, select, text, update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+#: The SQLite file used when ``DATABASE_URL`` is not set.
+DEFAULT_SQLITE_PATH = Path("var") / "kafka-tasks.db"
+
+#: How long a writer waits for SQLite's lock held by another process (ms).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    #: The task that created the user: its redelivery returns this user instead of failing.
+    created_by: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "email": self.email}
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    task_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "userId": self.user_id, "amount": f"{self.amount:.2f}", "currency": self.currency,
+                "idempotencyKey": self.idempotency_key}
+
+
+class Task(Base):
+    """A task's status, looked up by id: never by scanning a topic."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    result: Mapped[object | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+    def to_dict(self) -> dict:
+        return {"taskId": self.id, "kind": self.kind, "status": self.status, "result": self.result,
+                "error": self.error, "createdAt": self.created_at, "updatedAt": self.updated_at}
+
+
+class EmailTaken(Exception):
+    """A different sign-up already registered this email."""
+
+
+def database_url(environ=os.environ) -> str:
+    """Returns the SQLAlchemy URL: ``DATABASE_URL`` (Heroku's ``postgres://`` accepted) or SQLite."""
+    url = environ.get("DATABASE_URL")
+    if not url:
+        return f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """Creates an engine; SQLite gets WAL mode and a busy timeout, safe for several processes."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """The application's data, behind one engine.
+
+    Parameters:
+      url(str): A SQLAlchemy URL; by default from ``DATABASE_URL``.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or database_url()
+        self.engine = make_engine(self.url)
+
+    def create_schema(self) -> None:
+        """Creates the tables that are missing.  Safe to run again (``release`` does)."""
+        Base.metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        """Raises if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # Users --------------------------------------------------------------------------------------
+
+    def create_user(self, *, name: str, email: str, task_id: str) -> dict:
+        """Stores a user, once per task.
+
+        Returns:
+          The user, also when this task created it before (a redelivery).
+
+        Raises:
+          EmailTaken: If another task already registered the email.
+        """
+        with Session(self.engine) as session:
+            mine = session.scalar(select(User).where(User.created_by == task_id))
+            if mine is not None:
+                return mine.to_dict()
+            user = User(name=name, email=email, created_by=task_id)
+            session.add(user)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                mine = session.scalar(select(User).where(User.created_by == task_id))
+                if mine is not None:  # a concurrent redelivery of this very task won
+                    return mine.to_dict()
+                raise EmailTaken(email) from None
+            return user.to_dict()
+
+    def get_user(self, user_id: int) -> dict | None:
+        with Session(self.engine) as session:
+            user = session.get(User, user_id)
+            return None if user is None else user.to_dict()
+
+    # Payments -----------------------------------------------------------------------------------
+
+    def record_payment(self, *, idempotency_key: str, user_id: int, amount: Decimal, currency: str,
+                       task_id: str) -> tuple[dict, bool]:
+        """Records a payment exactly once per idempotency key.
+
+        Returns:
+          The payment, and whether this call recorded it (False: it was recorded before).
+        """
+        with Session(self.engine) as session:
+            existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
+            if existing is not None:
+                return existing.to_dict(), False
+            payment = Payment(idempotency_key=idempotency_key, user_id=user_id, amount=amount, currency=currency,
+                              task_id=task_id)
+            session.add(payment)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
+                return existing.to_dict(), False
+            return payment.to_dict(), True
+
+    def payments(self) -> list[dict]:
+        with Session(self.engine) as session:
+            return [p.to_dict() for p in session.scalars(select(Payment).order_by(Payment.id))]
+
+    # Task statuses ------------------------------------------------------------------------------
+
+    def add_task(self, *, task_id: str, kind: str, idempotency_key: str | None = None) -> dict:
+        """Records a new task as ``submitting``: about to be sent.
+
+        Returns:
+          The task; when ``idempotency_key`` was used before, the earlier task instead.
+        """
+        with Session(self.engine) as session:
+            if idempotency_key is not None:
+                earlier = session.scalar(select(Task).where(Task.idempotency_key == idempotency_key))
+                if earlier is not None:
+                    return earlier.to_dict()
+            task = Task(id=task_id, kind=kind, status="submitting", idempotency_key=idempotency_key)
+            session.add(task)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                earlier = session.scalar(select(Task).where(Task.idempotency_key == idempotency_key))
+                if earlier is None:
+                    raise
+                return earlier.to_dict()
+            return task.to_dict()
+
+    def mark_queued(self, task_id: str) -> None:
+        """Marks a submitted task as ``queued``, unless a worker already moved it on."""
+        with Session(self.engine) as session:
+            session.execute(
+                update(Task).where(Task.id == task_id, Task.status == "submitting")
+                .values(status="queued", updated_at=_utcnow())
+            )
+            session.commit()
+
+    def forget_task(self, task_id: str) -> None:
+        """Removes a task that never reached Kafka."""
+        with Session(self.engine) as session:
+            task = session.get(Task, task_id)
+            if task is not None:
+                session.delete(task)
+                session.commit()
+
+    def set_status(self, task_id: str, kind: str, status: str, *, result=None, error: str | None = None) -> None:
+        """Moves a task to a status, creating its row if the task came from elsewhere.
+
+        A finished task (``succeeded``, ``failed``, ``dead``) never goes back to running: a
+        redelivery of a finished task does not change what the caller was told.
+        """
+        with Session(self.engine) as session:
+            task = session.get(Task, task_id)
+            if task is None:
+                task = Task(id=task_id, kind=kind, status=status)
+                session.add(task)
+            elif task.status in FINAL_STATUSES and status not in FINAL_STATUSES:
+                return
+            task.status = status
+            task.result = json.loads(json.dumps(result, default=str)) if result is not None else None
+            task.error = error
+            task.updated_at = _utcnow()
+            try:
+                session.commit()
+            except IntegrityError:  # a concurrent first write of this task: apply ours on top
+                session.rollback()
+                self.set_status(task_id, kind, status, result=result, error=error)
+
+    def get_task(self, task_id: str) -> dict | None:
+        with Session(self.engine) as session:
+            task = session.get(Task, task_id)
+            return None if task is None else task.to_dict()
+
+
+#: Statuses after which a task is over.
+FINAL_STATUSES = frozenset({"succeeded", "failed", "dead"})
+
+_stores: dict[tuple[int, str], Store] = {}
+_lock = threading.Lock()
+
+
+def get_store() -> Store:
+    """Returns this process's store for ``DATABASE_URL`` (engines are not shared across forks)."""
+    key = (os.getpid(), database_url())
+    with _lock:
+        if key not in _stores:
+            _stores[key] = Store(key[1])
+        return _stores[key]
