@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from broker import devkafka
+
+# Actor logic runs on Dramatiq's StubBroker in this process (conftest is imported before any test
+# module imports tasks); processes that tests start for Kafka set KAFKA_TASKS_BROKER=kafka
+# themselves.  Short waits keep retry tests quick.
+os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")
+os.environ.setdefault("GET_USER_TIMEOUT_MS", "500")
+os.environ.setdefault("PAYMENTS_MIN_BACKOFF_MS", "100")
+os.environ.setdefault("PAYMENTS_MAX_BACKOFF_MS", "300")
 
 #: How long the session broker may take to start before the tests that need it fail.
 KAFKA_START_TIMEOUT = 120
@@ -124,3 +136,53 @@ def worker(kafka_broker):
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite database for the test, made the process's ``DATABASE_URL``."""
+    url = f"sqlite:///{tmp_path / 'kafka-tasks.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on a free loopback port, for the session.
+
+    Uses ``TEST_POSTGRES_URL`` when set.  Otherwise it runs Debian's PostgreSQL binaries (as the
+    ``postgres`` user when the tests run as root, since PostgreSQL refuses root).  If they are
+    missing the tests that need it fail, saying how to install them.
+    """
+    if os.environ.get("TEST_POSTGRES_URL"):
+        yield os.environ["TEST_POSTGRES_URL"]
+        return
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (or set TEST_POSTGRES_URL)",
+                    pytrace=False)
+    # Not under pytest's own tmp folder, which the postgres user cannot enter.
+    data = Path(tempfile.mkdtemp(prefix="kafka-tasks-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(data, "postgres")
+    port = devkafka.free_port()
+
+    def run(*command):
+        result = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            pytest.fail(f"{command[0]} failed: {result.stdout}{result.stderr}", pytrace=False)
+
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "tasks", "--auth=trust", "-E", "UTF8")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
+        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        yield f"postgresql+psycopg://tasks@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)

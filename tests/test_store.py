@@ -1,0 +1,111 @@
+"""The store on SQLite and on PostgreSQL: idempotent writes and task statuses."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from tasks.store import EmailTaken, Store, database_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        store = Store(request.getfixturevalue("postgres_server"))
+        with store.engine.begin() as connection:
+            for table in ("users", "payments", "tasks"):
+                connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    store.create_schema()
+    yield store
+    store.engine.dispose()
+
+
+def test_database_url_defaults_to_sqlite_under_var():
+    assert database_url({}) == "sqlite:///var/kafka-tasks.db"
+
+
+def test_database_url_accepts_herokus_postgres_form():
+    assert database_url({"DATABASE_URL": "postgres://u:p@h:5432/d"}) == "postgresql+psycopg://u:p@h:5432/d"
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'wal.db'}")
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_create_schema_twice_is_harmless(store):
+    store.create_schema()
+    store.ping()
+
+
+def test_a_redelivered_sign_up_returns_the_same_user(store):
+    first = store.create_user(name="Ada", email="ada@example.com", task_id="t1")
+    again = store.create_user(name="Ada", email="ada@example.com", task_id="t1")
+    assert again == first
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM users")).scalar() == 1
+
+
+def test_another_sign_up_with_the_same_email_is_refused(store):
+    store.create_user(name="Ada", email="ada@example.com", task_id="t1")
+    with pytest.raises(EmailTaken):
+        store.create_user(name="Eve", email="ada@example.com", task_id="t2")
+
+
+def test_a_payment_is_recorded_once_per_idempotency_key(store):
+    first, recorded = store.record_payment(idempotency_key="k", user_id=1, amount=Decimal("10.10"),
+                                           currency="EUR", task_id="t1")
+    again, recorded_again = store.record_payment(idempotency_key="k", user_id=1, amount=Decimal("10.10"),
+                                                 currency="EUR", task_id="t2")
+    assert (recorded, recorded_again) == (True, False)
+    assert again == first
+    assert store.payments() == [first]
+
+
+def test_concurrent_redeliveries_of_a_payment_record_it_once(store):
+    outcomes = []
+
+    def pay():
+        outcomes.append(store.record_payment(idempotency_key="same", user_id=1, amount=Decimal("5"),
+                                             currency="USD", task_id="t")[1])
+
+    threads = [threading.Thread(target=pay) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 7 + [True]
+    assert len(store.payments()) == 1
+
+
+def test_money_keeps_its_cents_exactly(store):
+    payment, _ = store.record_payment(idempotency_key="c", user_id=1, amount=Decimal("0.10"), currency="USD",
+                                      task_id="t")
+    assert payment["amount"] == "0.10"
+
+
+def test_a_repeated_idempotency_key_returns_the_earlier_task(store):
+    first = store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
+    second = store.add_task(task_id="b", kind="process_payment", idempotency_key="key-1")
+    assert second["taskId"] == first["taskId"] == "a"
+
+
+def test_a_finished_task_does_not_go_back_to_running(store):
+    store.add_task(task_id="a", kind="create_user")
+    store.set_status("a", "create_user", "succeeded", result={"id": 1})
+    store.set_status("a", "create_user", "running")
+    task = store.get_task("a")
+    assert (task["status"], task["result"]) == ("succeeded", {"id": 1})
+
+
+def test_mark_queued_does_not_undo_a_workers_progress(store):
+    store.add_task(task_id="a", kind="create_user")
+    store.set_status("a", "create_user", "running")
+    store.mark_queued("a")
+    assert store.get_task("a")["status"] == "running"
