@@ -1,0 +1,159 @@
+"""Actor logic on Dramatiq's StubBroker: users, payments, statuses and idempotency."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dramatiq
+import pytest
+
+from tasks.app import broker
+from tasks.auth import create_user, get_user
+from tasks.payments import process_payment
+from tasks.store import get_store
+
+
+@pytest.fixture
+def store(sqlite_url):
+    store = get_store()
+    store.create_schema()
+    broker.flush_all()
+    broker.dead_letters_by_queue.clear()
+    return store
+
+
+def run_workers(*queues: str, threads: int = 4) -> dramatiq.Worker:
+    worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=threads, worker_timeout=50)
+    worker.start()
+    return worker
+
+
+@pytest.fixture
+def workers(store):
+    worker = run_workers("auth", "payments")
+    yield
+    worker.stop()
+
+
+def wait_for_status(store, task_id: str, status: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = store.get_task(task_id)
+        if task is not None and task["status"] == status:
+            return task
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} never reached {status!r}: {store.get_task(task_id)}")
+
+
+def sign_up(store, name="Ada", email="ada@example.com") -> dict:
+    message = create_user.send({"name": name, "email": email})
+    broker.join("auth", fail_fast=False)
+    return store.get_task(message.message_id)
+
+
+def test_create_user_stores_the_user_and_succeeds(store, workers):
+    task = sign_up(store)
+    assert task["status"] == "succeeded"
+    assert store.get_user(task["result"]["id"]) == {"id": task["result"]["id"], "name": "Ada", "email": "ada@example.com"}
+
+
+def test_a_redelivered_create_user_adds_no_second_user(store, workers):
+    message = create_user.message({"name": "Ada", "email": "ada@example.com"})
+    broker.enqueue(message)
+    broker.enqueue(message)  # the same message id, as after a crash
+    broker.join("auth", fail_fast=False)
+    assert broker.dead_letters == []
+    assert store.get_user(1)["email"] == "ada@example.com"
+    assert store.get_user(2) is None
+
+
+def test_a_second_sign_up_with_a_registered_email_fails_for_good(store, workers):
+    sign_up(store)
+    task = sign_up(store, name="Eve", email="ADA@example.com")
+    assert (task["status"], task["error"]) == ("failed", "email already registered")
+    assert [m.options.get("retries", 0) for m in broker.dead_letters] == [0]
+
+
+def test_an_invalid_sign_up_payload_fails_for_good(store, workers):
+    task = sign_up(store, email="not-an-email")
+    assert task["status"] == "failed"
+    assert "email" in task["error"]
+
+
+def test_get_user_returns_the_user_or_none(store, workers):
+    user = sign_up(store)["result"]
+    assert get_user.send(user["id"]).get_result(block=True, timeout=5_000) == user
+    assert get_user.send(999).get_result(block=True, timeout=5_000) is None
+
+
+def test_a_payment_is_recorded_with_the_users_name(store, workers, caplog):
+    user = sign_up(store)["result"]
+    caplog.set_level(logging.INFO, logger="tasks.payments")
+    message = process_payment.send({"userId": user["id"], "amount": "12.50", "currency": "EUR"}, None)
+    task = wait_for_status(store, message.message_id, "succeeded")
+    assert task["result"]["userName"] == "Ada"
+    assert [(p["userId"], p["amount"], p["currency"]) for p in store.payments()] == [(user["id"], "12.50", "EUR")]
+    assert "process payment for user Ada - amount: 12.50" in caplog.messages
+
+
+def test_a_redelivered_payment_is_recorded_once(store, workers):
+    user = sign_up(store)["result"]
+    message = process_payment.message({"userId": user["id"], "amount": "5.00"}, "key-1")
+    broker.enqueue(message)
+    broker.enqueue(message)
+    wait_for_status(store, message.message_id, "succeeded")
+    broker.join("payments", fail_fast=False)
+    assert len(store.payments()) == 1
+
+
+def test_two_payments_with_the_same_idempotency_key_charge_once(store, workers):
+    user = sign_up(store)["result"]
+    first = process_payment.send({"userId": user["id"], "amount": "5.00"}, "same-key")
+    second = process_payment.send({"userId": user["id"], "amount": "5.00"}, "same-key")
+    wait_for_status(store, first.message_id, "succeeded")
+    wait_for_status(store, second.message_id, "succeeded")
+    assert len(store.payments()) == 1
+
+
+def test_a_payment_for_an_unknown_user_fails_for_good(store, workers):
+    message = process_payment.send({"userId": 99, "amount": "1.00"}, None)
+    task = wait_for_status(store, message.message_id, "failed")
+    assert task["error"] == "unknown user 99"
+    broker.join("payments", fail_fast=False)
+    assert [m.options.get("retries", 0) for m in broker.dead_letters] == [0]
+    assert store.payments() == []
+
+
+def test_a_get_user_timeout_retries_the_payment_until_the_auth_worker_is_up(store):
+    # Given a user, and a payments worker but no auth worker
+    user = store.create_user(name="Ada", email="ada@example.com", task_id="setup")
+    payments = run_workers("payments")
+    try:
+        message = process_payment.send({"userId": user["id"], "amount": "3.00"}, None)
+        task = wait_for_status(store, message.message_id, "retrying")
+        assert "UserLookupTimedOut" in task["error"]
+        # When the auth worker comes up
+        auth = run_workers("auth")
+        try:
+            # Then the payment goes through
+            wait_for_status(store, message.message_id, "succeeded", timeout=20)
+        finally:
+            auth.stop()
+    finally:
+        payments.stop()
+    assert len(store.payments()) == 1
+
+
+def test_every_payments_thread_waiting_on_get_user_does_not_deadlock(store):
+    user = store.create_user(name="Ada", email="ada@example.com", task_id="setup")
+    payments = run_workers("payments", threads=2)
+    auth = run_workers("auth", threads=2)
+    try:
+        messages = [process_payment.send({"userId": user["id"], "amount": f"{n}.00"}, None) for n in range(1, 9)]
+        for message in messages:
+            wait_for_status(store, message.message_id, "succeeded", timeout=20)
+    finally:
+        auth.stop()
+        payments.stop()
+    assert len(store.payments()) == 8
