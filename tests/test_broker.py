@@ -7,10 +7,11 @@ import time
 import dramatiq
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import ConfigResource, ResourceType
 from dramatiq.common import current_millis
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
-from broker import PARTITION_KEY, DeadLetterInfo, DeliveryFailed, KafkaBroker
+from broker import PARTITION_KEY, DeadLetterInfo, DeliveryFailed, KafkaBroker, MissingTopics
 
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
@@ -212,3 +213,69 @@ def test_a_poison_record_is_dead_lettered_and_the_queue_keeps_flowing(kafka, kaf
     reasons = sorted(DeadLetterInfo.from_headers(r.headers()).reason for r in read_topic(kafka, f"{queue_name}.XQ", 2))
     assert reasons[0].startswith("ActorNotFound")
     assert reasons[1].startswith("undecodable message")
+
+
+def test_ensure_topics_names_the_topics_the_cluster_refuses_to_create(kafka, queue_name):
+    # A single-node cluster cannot hold three replicas, so creation is refused
+    broker = KafkaBroker(bootstrap_servers=kafka, replication_factor=3)
+    broker.declare_queue(queue_name)
+    with pytest.raises(MissingTopics) as missing:
+        broker.ensure_topics()
+    assert queue_name in missing.value.topics
+    assert f"{queue_name}.XQ" in missing.value.topics
+    assert queue_name in str(missing.value)
+
+
+def test_ensure_topics_applies_the_prefix_and_retention(kafka, queue_name):
+    broker = KafkaBroker(bootstrap_servers=kafka, prefix="tenant-1.", retention_ms=3_600_000)
+    broker.declare_queue(queue_name)
+    created = broker.ensure_topics()
+    assert f"tenant-1.{queue_name}" in created
+    assert f"tenant-1.{queue_name}.DQ.1s" in created
+    assert broker.ensure_topics() == []
+    resource = ConfigResource(ResourceType.TOPIC, f"tenant-1.{queue_name}")
+    [future] = broker.admin.describe_configs([resource]).values()
+    assert future.result(10)["retention.ms"].value == "3600000"
+
+
+def test_a_task_longer_than_max_poll_interval_runs_once(kafka, queue_name):
+    # Given a consumer that must poll at least every 3 s, and a task that takes 5 s
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=20,
+                         consumer_config={"max.poll.interval.ms": 3000, "session.timeout.ms": 3000,
+                                          "heartbeat.interval.ms": 500})
+    runs = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker, max_retries=0)
+    def slow():
+        runs.append(time.monotonic())
+        time.sleep(5)
+
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        slow.send()
+        broker.join(queue_name, timeout=30_000)
+    finally:
+        worker.stop()
+        broker.close()
+    # Then it ran once: polling went on, so the group never evicted the consumer
+    assert len(runs) == 1
+
+
+def test_the_kip_848_consumer_protocol_delivers_too(kafka, queue_name):
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=2, commit_interval_ms=20, group_protocol="consumer")
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker)
+    def remember(n):
+        seen.append(n)
+
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        broker.enqueue_many([remember.message(n) for n in range(100)])
+        broker.join(queue_name, timeout=60_000)
+    finally:
+        worker.stop()
+        broker.close()
+    assert sorted(seen) == list(range(100))
