@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections import defaultdict, deque
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import dramatiq
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -19,7 +20,7 @@ from .deadletters import DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
 from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, DeliveryFailed, DurableProducer, Record
 from .settings import KafkaSettings
-from .topics import DEAD_LETTER_RETENTION_MS, TopicSpec, ensure_topics
+from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +171,10 @@ class KafkaBroker(dramatiq.Broker):
         specs = self.topic_specs(queue_name)
         try:
             ensure_topics(self.admin, specs, timeout=self.delivery_timeout_ms / 1000)
-        except KafkaException as e:
-            raise DeliveryFailed(f"could not reach Kafka to ensure the topics of {queue_name!r}: {e}") from None
+        except (KafkaException, FutureTimeout) as e:
+            raise DeliveryFailed(f"could not reach Kafka to ensure the topics of {queue_name!r}: {e!r}") from None
+        except MissingTopics as e:
+            raise DeliveryFailed(str(e)) from None
         with self._lock:
             self._ensured.add(queue_name)
 

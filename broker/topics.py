@@ -13,6 +13,7 @@ missing ones.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -59,28 +60,34 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = A
     Parameters:
       admin: An admin client for the cluster.
       specs: The topics to ensure.
-      timeout: How long each request to the cluster may take, in seconds.
+      timeout: How long the whole call may take, in seconds.
 
     Returns:
       The names of the topics that were created by this call.
 
     Raises:
       MissingTopics: If some topics are missing and the cluster refused to create them.
-      KafkaException: On any other failure.
+      KafkaException: If the cluster cannot be reached.
+      concurrent.futures.TimeoutError: If the cluster does not answer in time.
     """
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        return max(0.1, deadline - time.monotonic())
+
+    existing = set(admin.list_topics(timeout=remaining()).topics)
     wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
     futures = admin.create_topics(
         [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
          for s in wanted],
-        operation_timeout=timeout, request_timeout=timeout,
+        operation_timeout=remaining(), request_timeout=remaining(),
     )
     created, refused = [], []
     for name, future in futures.items():
         try:
-            future.result(timeout)
+            future.result(remaining())
             created.append(name)
         except KafkaException as e:
             error = e.args[0]

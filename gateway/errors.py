@@ -1,0 +1,126 @@
+"""Every error the gateway answers, in one place, as JSON.
+
+The body is always ``{"code", "status", "message", "errors"?}``: flask-smorest's shape, so a 422
+keeps naming each invalid field (``errors: {"json": {field: [messages]}}``).  Kafka being
+unavailable is a 503 with ``Retry-After``: the task was not accepted, and the client may try
+again.  Anything unexpected is logged and answered as a 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+
+from confluent_kafka import KafkaException
+from dramatiq.results import ResultTimeout
+from flask import Flask, request
+from flask_smorest.error_handler import ErrorSchema
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+from werkzeug.http import HTTP_STATUS_CODES
+
+from broker import DeliveryFailed
+from tasks.submit import SubmissionInProgress
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client should wait before retrying when Kafka or the database is unavailable.
+RETRY_AFTER_SECONDS = 5
+
+#: The OpenAPI description of the ``Retry-After`` header.
+RETRY_AFTER_HEADER = {
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}},
+}
+
+#: What webargs' validation errors mean, as the message next to its ``errors``.
+INVALID_REQUEST_MESSAGES = {
+    400: "The request body is not valid JSON.",
+    422: "The request is invalid: see errors.",
+}
+
+#: Methods whose body must be JSON.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def error_response(code: int, message: str, *, errors: dict | None = None, headers: dict | None = None):
+    """Returns the JSON error answer, as a Flask view return value."""
+    body = {"code": code, "status": HTTP_STATUS_CODES.get(code, "Unknown Error"), "message": message}
+    if errors:
+        body["errors"] = errors
+    return body, code, headers or {}
+
+
+def unavailable(message: str):
+    """Returns a 503 that tells the client when to try again."""
+    return error_response(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _http_exception(error: HTTPException):
+    # flask-smorest's and webargs' abort() put message, errors and headers in ``data``.
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors", data.get("messages"))
+    message = data.get("message") or (INVALID_REQUEST_MESSAGES.get(error.code) if errors else None) or error.description
+    # Werkzeug's own headers matter: 405 answers carry ``Allow``.
+    headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    return error_response(error.code or 500, message, errors=errors, headers=headers)
+
+
+def _kafka_unavailable(error: Exception):
+    logger.warning("Kafka is unavailable: %s", error)
+    return unavailable("Kafka is unavailable; nothing was sent. Try again later.")
+
+
+def _database_unavailable(error: OperationalError):
+    logger.warning("The database is unavailable: %s", error)
+    return unavailable("The database is unavailable; try again later.")
+
+
+def _submission_in_progress(error: SubmissionInProgress):
+    return error_response(409, "A request with this Idempotency-Key is still being submitted; try again shortly.")
+
+
+def _result_timeout(error: ResultTimeout):
+    return error_response(504, "The service did not answer in time.")
+
+
+def _unexpected(error: Exception):
+    logger.exception("Unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "An unexpected error occurred.")
+
+
+def _require_json() -> None:
+    """Refuses a body that is not JSON, before webargs would read it as missing (a misleading 422)."""
+    if request.routing_exception is None and request.method in BODY_METHODS and not request.is_json:
+        raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
+
+
+def register(app: Flask) -> None:
+    """Makes the app answer every error as JSON."""
+    app.before_request(_require_json)
+    app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(DeliveryFailed, _kafka_unavailable)
+    app.register_error_handler(KafkaException, _kafka_unavailable)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(SubmissionInProgress, _submission_in_progress)
+    app.register_error_handler(ResultTimeout, _result_timeout)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def documented(blp, *codes: int):
+    """Documents the error answers of an endpoint, with ``Retry-After`` on 503.
+
+    Parameters:
+      blp(Blueprint): The endpoint's blueprint.
+      codes(int): The error status codes the endpoint may answer.
+    """
+    def decorator(view):
+        for code in codes:
+            if code == 503:
+                view = blp.alt_response(503, schema=ErrorSchema, headers=RETRY_AFTER_HEADER,
+                                        description=HTTP_STATUS_CODES[503])(view)
+            else:  # flask-smorest's response component for the status
+                view = blp.alt_response(code, response=http.HTTPStatus(code).name)(view)
+        return view
+
+    return decorator

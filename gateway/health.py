@@ -1,0 +1,64 @@
+"""``/healthz`` (the process is alive) and ``/readyz`` (Kafka and the database answer)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields
+
+from broker import KafkaBroker
+
+from . import errors
+from .extension import kafka_tasks
+
+logger = logging.getLogger(__name__)
+
+blp = Blueprint("health", __name__, description="Liveness and readiness.")
+
+#: How long readiness waits for Kafka's metadata (s): a probe must answer before it is retried.
+KAFKA_TIMEOUT_SECONDS = 2
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class ReadinessSchema(Schema):
+    kafka = fields.String(required=True)
+    database = fields.String(required=True)
+
+
+@blp.route("/healthz")
+@blp.response(200, HealthSchema)
+def healthz():
+    """Tells that the process answers.  Does no I/O."""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz")
+@blp.response(200, ReadinessSchema)
+@errors.documented(blp, 503)
+def readyz():
+    """Tells whether Kafka answers metadata within 2 s and the database answers a query."""
+    checks = {"kafka": _check(_ping_kafka), "database": _check(lambda: kafka_tasks().store.ping())}
+    failed = sorted(name for name, outcome in checks.items() if outcome != "ok")
+    if failed:
+        abort(503, message=f"Not ready: {', '.join(failed)} unavailable.", errors=checks,
+              headers={"Retry-After": str(errors.RETRY_AFTER_SECONDS)})
+    return checks
+
+
+def _ping_kafka() -> None:
+    broker = kafka_tasks().broker
+    if isinstance(broker, KafkaBroker):  # other brokers (the StubBroker) have no cluster to ask
+        broker.admin.list_topics(timeout=KAFKA_TIMEOUT_SECONDS)
+
+
+def _check(ping) -> str:
+    try:
+        ping()
+    except Exception as e:
+        logger.warning("Readiness check failed: %s", e, exc_info=True)
+        return f"unavailable ({type(e).__name__})"
+    return "ok"

@@ -1,0 +1,36 @@
+"""``/api/tasks``: a task's status, looked up by id in the database (never by scanning Kafka)."""
+
+from __future__ import annotations
+
+from flask import url_for
+from flask_smorest import Blueprint, abort
+
+from tasks.schemas import TaskStatusSchema
+
+from . import errors
+from .extension import kafka_tasks
+
+blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Task statuses.")
+
+#: Statuses the caller sees differently: a task being sent is, to the caller, already queued.
+SHOWN_AS = {"submitting": "queued"}
+
+#: The OpenAPI description of the ``Location`` header of an accepted task.
+LOCATION_HEADER = {"Location": {"description": "The task's status URL.", "schema": {"type": "string"}}}
+
+
+def accepted(task_id: str):
+    """Returns the 202 answer for an accepted task, pointing at its status."""
+    url = url_for("tasks.get_task", task_id=task_id)
+    return {"taskId": task_id, "statusUrl": url}, 202, {"Location": url}
+
+
+@blp.route("/<string:task_id>")
+@blp.response(200, TaskStatusSchema)
+@errors.documented(blp, 404, 503)
+def get_task(task_id: str):
+    """Returns a task's status, and its result or error once it has finished."""
+    task = kafka_tasks().store.get_task(task_id)
+    if task is None:
+        abort(404, message=f"No task {task_id}.")
+    return {**task, "status": SHOWN_AS.get(task["status"], task["status"])}

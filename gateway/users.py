@@ -1,0 +1,31 @@
+"""``/api/users``: who a user is, asked of the auth service through Kafka."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_smorest import Blueprint, abort
+
+from tasks.auth import get_user
+from tasks.schemas import UserSchema
+
+from . import errors
+from .extension import kafka_tasks
+
+blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users.")
+
+#: The largest user id: ``users.id`` is a 32-bit INTEGER in PostgreSQL.  Larger ids exist nowhere.
+MAX_USER_ID = 2**31 - 1
+
+
+@blp.route("/<int:user_id>")
+@blp.response(200, UserSchema)
+@errors.documented(blp, 404, 503, 504)
+def get(user_id: int):
+    """Returns a user, as the auth service answers within ``USER_LOOKUP_TIMEOUT_MS``."""
+    user = None
+    if user_id <= MAX_USER_ID:
+        user = get_user.send(user_id).get_result(
+            backend=kafka_tasks().backend, block=True, timeout=current_app.config["USER_LOOKUP_TIMEOUT_MS"])
+    if user is None:
+        abort(404, message=f"No user {user_id}.")
+    return user

@@ -1,0 +1,5 @@
+"""The WSGI entry point: ``gunicorn gateway.wsgi:app``."""
+
+from gateway import create_app
+
+app = create_app()

@@ -1,0 +1,405 @@
+"""The HTTP gateway, on Dramatiq's StubBroker and a SQLite file per test."""
+
+import os
+
+os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")  # before gateway and tasks build the broker
+
+import dramatiq  # noqa: E402
+import pytest  # noqa: E402
+from dramatiq.brokers.stub import StubBroker  # noqa: E402
+from dramatiq.results import ResultTimeout  # noqa: E402
+
+import tasks.app  # noqa: E402
+from broker import DeliveryFailed  # noqa: E402
+from gateway import create_app  # noqa: E402
+from tasks.store import Store, get_store  # noqa: E402
+
+SIGN_UP = {"name": "Ada Lovelace", "email": "Ada@Example.com"}
+PAYMENT = {"userId": 1, "amount": "10.50", "currency": "EUR"}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh SQLite database with the schema, used by the gateway and the actors."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'gateway.db'}")
+    store = get_store()
+    store.create_schema()
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def broker():
+    """The StubBroker the gateway sends to, emptied around each test."""
+    broker = tasks.app.broker
+    assert isinstance(broker, StubBroker), "KAFKA_TASKS_BROKER must be 'stub' for these tests"
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def app(store, broker):
+    return create_app({"TESTING": True, "USER_LOOKUP_TIMEOUT_MS": 2_000})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def worker(broker):
+    """A worker that runs the actors (here: answers user lookups)."""
+    worker = dramatiq.Worker(broker, worker_threads=2)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def assert_error(response, code: int, status: str) -> dict:
+    """Checks that a response is the gateway's JSON error, and returns its body."""
+    assert response.status_code == code
+    assert response.is_json
+    body = response.get_json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+# Sign-up ----------------------------------------------------------------------------------------
+
+def test_sign_up_is_accepted_and_queued(client, store, broker):
+    # When a valid sign-up is posted
+    response = client.post("/api/auth/sign-up", json=SIGN_UP)
+
+    # Then it is accepted with the task's status URL
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["statusUrl"] == f"/api/tasks/{body['taskId']}"
+    assert response.headers["Location"] == body["statusUrl"]
+    # And the task is recorded as queued, with one message holding the normalised payload
+    task = store.get_task(body["taskId"])
+    assert task["status"] == "queued"
+    assert task["kind"] == "create_user"
+    assert broker.queues["auth"].qsize() == 1
+    message = dramatiq.Message.decode(broker.queues["auth"].get())
+    assert message.message_id == body["taskId"]
+    assert message.args == ({"name": "Ada Lovelace", "email": "ada@example.com"},)
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"email": "a@example.com"}, "name"),
+    ({"name": "", "email": "a@example.com"}, "name"),
+    ({"name": "   ", "email": "a@example.com"}, "name"),
+    ({"name": "x" * 201, "email": "a@example.com"}, "name"),
+    ({"name": "Ada"}, "email"),
+    ({"name": "Ada", "email": "not-an-email"}, "email"),
+    ({"name": 42, "email": "a@example.com"}, "name"),
+])
+def test_sign_up_names_each_invalid_field(client, store, broker, payload, field):
+    # When an invalid sign-up is posted
+    response = client.post("/api/auth/sign-up", json=payload)
+
+    # Then the answer is 422 naming the field, and nothing was sent
+    body = assert_error(response, 422, "Unprocessable Entity")
+    assert list(body["errors"]["json"]) == [field]
+    assert broker.queues["auth"].qsize() == 0
+
+
+# Payments ---------------------------------------------------------------------------------------
+
+def test_pay_is_accepted(client, store, broker):
+    # When a valid payment is posted without an idempotency key
+    response = client.post("/api/payments/pay", json=PAYMENT)
+
+    # Then it is accepted, and the message carries the exact amount and no key
+    assert response.status_code == 202
+    body = response.get_json()
+    assert response.headers["Location"] == body["statusUrl"] == f"/api/tasks/{body['taskId']}"
+    assert store.get_task(body["taskId"])["status"] == "queued"
+    message = dramatiq.Message.decode(broker.queues["payments"].get())
+    assert message.args == ({"userId": 1, "amount": "10.50", "currency": "EUR"}, None)
+
+
+def test_repeated_idempotency_key_answers_the_same_task(client, store, broker):
+    # Given a payment accepted with an idempotency key
+    first = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-42"})
+
+    # When the same request is posted again
+    second = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-42"})
+
+    # Then both answers name the same task, and only one message was sent
+    assert first.status_code == second.status_code == 202
+    assert first.get_json() == second.get_json()
+    assert broker.queues["payments"].qsize() == 1
+    message = dramatiq.Message.decode(broker.queues["payments"].get())
+    assert message.args[1] == "order-42"
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
+def test_invalid_idempotency_key_is_422(client, store, broker, key):
+    # When a payment carries an invalid Idempotency-Key
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": key})
+
+    # Then the answer is 422 naming the header, and nothing was sent
+    body = assert_error(response, 422, "Unprocessable Entity")
+    assert list(body["errors"]["headers"]) == ["Idempotency-Key"]
+    assert broker.queues["payments"].qsize() == 0
+
+
+def test_idempotency_key_in_progress_is_409(client, store, broker):
+    # Given a task with this key that is still being sent
+    store.add_task(task_id="t-in-flight", kind="process_payment", idempotency_key="order-7")
+
+    # When the same key is posted
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-7"})
+
+    # Then the answer is 409, and nothing more was sent
+    assert_error(response, 409, "Conflict")
+    assert broker.queues["payments"].qsize() == 0
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"userId": None}, "userId"),
+    ({"userId": 0}, "userId"),
+    ({"userId": -1}, "userId"),
+    ({"userId": "1"}, "userId"),
+    ({"userId": 1.5}, "userId"),
+    ({"amount": 0}, "amount"),
+    ({"amount": -1}, "amount"),
+    ({"amount": 1.234}, "amount"),
+    ({"amount": "1000000.01"}, "amount"),
+    ({"amount": "abc"}, "amount"),
+    ({"amount": "NaN"}, "amount"),
+    ({"currency": "XXX"}, "currency"),
+    ({"currency": "usd"}, "currency"),
+])
+def test_pay_names_each_invalid_field(client, store, broker, changes, field):
+    # When a payment with one invalid field is posted
+    response = client.post("/api/payments/pay", json={**PAYMENT, **changes})
+
+    # Then the answer is 422 naming that field, and nothing was sent
+    body = assert_error(response, 422, "Unprocessable Entity")
+    assert list(body["errors"]["json"]) == [field]
+    assert broker.queues["payments"].qsize() == 0
+
+
+def test_pay_without_amount_names_it(client, store, broker):
+    response = client.post("/api/payments/pay", json={"userId": 1})
+
+    body = assert_error(response, 422, "Unprocessable Entity")
+    assert body["errors"]["json"] == {"amount": ["Missing data for required field."]}
+
+
+# Malformed requests -----------------------------------------------------------------------------
+
+def test_malformed_json_is_400(client, store, broker):
+    response = client.post("/api/auth/sign-up", data='{"name": "Ada",', content_type="application/json")
+
+    body = assert_error(response, 400, "Bad Request")
+    assert body["errors"] == {"json": ["Invalid JSON body."]}
+    assert broker.queues["auth"].qsize() == 0
+
+
+def test_body_that_is_not_json_is_415(client, store, broker):
+    response = client.post("/api/auth/sign-up", data="name=Ada&email=a@example.com",
+                           content_type="application/x-www-form-urlencoded")
+
+    assert_error(response, 415, "Unsupported Media Type")
+    assert broker.queues["auth"].qsize() == 0
+
+
+def test_body_over_64_kib_is_413(client, store, broker):
+    response = client.post("/api/auth/sign-up", json={"name": "x" * (64 * 1024), "email": "a@example.com"})
+
+    assert_error(response, 413, "Request Entity Too Large")
+    assert broker.queues["auth"].qsize() == 0
+
+
+def test_unknown_route_is_404_json(client):
+    response = client.get("/api/nothing-here")
+
+    assert_error(response, 404, "Not Found")
+
+
+def test_wrong_method_is_405_json(client):
+    response = client.get("/api/auth/sign-up")
+
+    assert_error(response, 405, "Method Not Allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+# Task statuses ----------------------------------------------------------------------------------
+
+def test_unknown_task_is_404(client, store):
+    response = client.get("/api/tasks/no-such-task")
+
+    body = assert_error(response, 404, "Not Found")
+    assert "no-such-task" in body["message"]
+
+
+def test_known_task_answers_its_status(client, store):
+    # Given a finished task
+    store.add_task(task_id="t-done", kind="create_user")
+    store.set_status("t-done", "create_user", "succeeded", result={"id": 1})
+
+    # When its status is asked for
+    response = client.get("/api/tasks/t-done")
+
+    # Then it is answered from the store
+    assert response.status_code == 200
+    body = response.get_json()
+    assert {k: body[k] for k in ("taskId", "kind", "status", "result", "error")} == {
+        "taskId": "t-done", "kind": "create_user", "status": "succeeded", "result": {"id": 1}, "error": None}
+    assert body["createdAt"] and body["updatedAt"]
+
+
+def test_task_being_submitted_shows_as_queued(client, store):
+    store.add_task(task_id="t-sending", kind="create_user")
+
+    response = client.get("/api/tasks/t-sending")
+
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "queued"
+
+
+# Kafka unavailable ------------------------------------------------------------------------------
+
+def test_kafka_down_is_503_with_retry_after_and_no_task(client, store, broker, monkeypatch):
+    # Given a broker that Kafka does not acknowledge
+    sent = []
+
+    def enqueue(message, *, delay=None):
+        sent.append(message.message_id)
+        raise DeliveryFailed("down")
+
+    monkeypatch.setattr(broker, "enqueue", enqueue)
+
+    # When a sign-up is posted
+    response = client.post("/api/auth/sign-up", json=SIGN_UP)
+
+    # Then the answer is 503 with Retry-After, and the task was forgotten
+    assert_error(response, 503, "Service Unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert len(sent) == 1
+    assert store.get_task(sent[0]) is None
+
+
+# Users ------------------------------------------------------------------------------------------
+
+def test_user_lookup_timing_out_is_504(store, broker):
+    # Given no worker answers, and a short lookup timeout
+    client = create_app({"TESTING": True, "USER_LOOKUP_TIMEOUT_MS": 100}).test_client()
+
+    # When a user is asked for
+    response = client.get("/api/users/1")
+
+    # Then the answer is 504
+    assert_error(response, 504, "Gateway Timeout")
+
+
+def test_user_lookup_timeout_is_504_whatever_raises_it(client, store, broker, monkeypatch):
+    def get_result(self, **kwargs):
+        raise ResultTimeout("timed out waiting for result")
+
+    monkeypatch.setattr(dramatiq.Message, "get_result", get_result)
+
+    assert_error(client.get("/api/users/1"), 504, "Gateway Timeout")
+
+
+def test_unknown_user_is_404(client, store, worker):
+    response = client.get("/api/users/999")
+
+    body = assert_error(response, 404, "Not Found")
+    assert "999" in body["message"]
+
+
+def test_known_user_is_200(client, store, worker):
+    # Given a stored user
+    user = store.create_user(name="Ada Lovelace", email="ada@example.com", task_id="t1")
+
+    # When the user is asked for
+    response = client.get(f"/api/users/{user['id']}")
+
+    # Then the auth service's answer is returned
+    assert response.status_code == 200
+    assert response.get_json() == {"id": user["id"], "name": "Ada Lovelace", "email": "ada@example.com"}
+
+
+def test_user_id_beyond_any_stored_is_404_without_a_lookup(client, store, broker):
+    response = client.get(f"/api/users/{2**63}")
+
+    assert_error(response, 404, "Not Found")
+    assert broker.queues["auth"].qsize() == 0
+
+
+# Unexpected errors ------------------------------------------------------------------------------
+
+def test_unexpected_error_is_500_json(client, store, monkeypatch, caplog):
+    def get_task(self, task_id):
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(Store, "get_task", get_task)
+
+    response = client.get("/api/tasks/t1")
+
+    body = assert_error(response, 500, "Internal Server Error")
+    assert "secret detail" not in body["message"]
+    assert "secret detail" in caplog.text  # logged for the operators
+
+
+# Health -----------------------------------------------------------------------------------------
+
+def test_healthz(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_with_stub_broker(client, store):
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"kafka": "ok", "database": "ok"}
+
+
+def test_readyz_names_the_database_when_it_fails(client, store, monkeypatch):
+    def ping(self):
+        raise ConnectionError("no database")
+
+    monkeypatch.setattr(Store, "ping", ping)
+
+    response = client.get("/readyz")
+
+    body = assert_error(response, 503, "Service Unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert body["errors"]["kafka"] == "ok"
+    assert body["errors"]["database"].startswith("unavailable")
+
+
+# API documentation ------------------------------------------------------------------------------
+
+def test_openapi_lists_paths_and_error_answers(client):
+    response = client.get("/api/openapi.json")
+
+    assert response.status_code == 200
+    spec = response.get_json()
+    assert spec["openapi"] == "3.1.0"
+    assert spec["info"] == {"title": "kafka-tasks", "version": "1"}
+    assert set(spec["paths"]) == {"/api/auth/sign-up", "/api/payments/pay", "/api/tasks/{task_id}",
+                                  "/api/users/{user_id}", "/healthz", "/readyz"}
+    pay = spec["paths"]["/api/payments/pay"]["post"]["responses"]
+    assert {"202", "400", "409", "413", "415", "422", "503"} <= set(pay)
+    assert "Retry-After" in pay["503"]["headers"]
+    assert {"200", "404", "503", "504"} <= set(spec["paths"]["/api/users/{user_id}"]["get"]["responses"])
+
+
+def test_swagger_ui(client):
+    response = client.get("/api/docs")
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/html")
+    assert "swagger-ui" in response.get_data(as_text=True)
