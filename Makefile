@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test kafka clean
+.PHONY: setup run test kafka reliability clean
 
 setup: $(STAMP)
 	$(BIN)/kafka-tasks kafka --fetch-only >/dev/null
@@ -27,6 +27,11 @@ kafka: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Faults, load and bad input on real processes and real Kafka; writes docs/reliability.md.
+# These tests are part of `make test` too.
+reliability: setup
+	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var/kafka

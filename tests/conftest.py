@@ -186,3 +186,9 @@ def postgres_server():
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop")
         shutil.rmtree(data, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests import reliability
+
+    reliability.write()

@@ -1,0 +1,105 @@
+"""The reference system's processes, started from the Procfile for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from broker import devkafka
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def call(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null"), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read() or b"null"), dict(error.headers)
+
+
+class System:
+    """The release, web, auth and payments processes of the Procfile, on their own topic prefix."""
+
+    def __init__(self, kafka: str, tmp_path: Path) -> None:
+        self.port = devkafka.free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.database_url = f"sqlite:///{tmp_path / 'system.db'}"
+        self.logs = tmp_path
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "KAFKA_TASKS_BROKER": "kafka",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "KAFKA_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}.",
+            "DATABASE_URL": self.database_url,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "1",
+            "GET_USER_TIMEOUT_MS": "5000",
+        }
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        commands = procfile()
+        release = subprocess.run(["bash", "-c", commands["release"]], cwd=ROOT, env=self.env,
+                                 capture_output=True, text=True, timeout=120)
+        assert release.returncode == 0, release.stdout + release.stderr
+        for name in ("web", "auth", "payments"):
+            log = open(self.logs / f"{name}.log", "w")
+            self.processes[name] = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=self.env,
+                                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if call("GET", f"{self.base}/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the web process never became ready:\n{self.log('web')}")
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()[-3000:]
+
+    def wait_for(self, task_id: str, *statuses: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        body = None
+        while time.monotonic() < deadline:
+            status, body, _ = call("GET", f"{self.base}/api/tasks/{task_id}")
+            if status == 200 and body["status"] in statuses:
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} stuck at {body}\nauth:\n{self.log('auth')}\npayments:\n{self.log('payments')}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
