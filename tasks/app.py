@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Retries
 from dramatiq.results import Results
 
 from .status import TaskStatus
@@ -34,7 +34,9 @@ def build():
         broker.add_middleware(Results(backend=backend, result_ttl=RESULT_TTL_MS))
         broker.add_middleware(ReplyRouting(backend))
     broker.add_middleware(CurrentMessage())
-    broker.add_middleware(TaskStatus())
+    # Dramatiq runs after_* hooks in reverse order: placed before Retries, TaskStatus sees a
+    # message only once Retries has decided whether it fails for good.
+    broker.add_middleware(TaskStatus(), before=Retries)
     return broker, backend
 
 

@@ -36,20 +36,19 @@ def workers(store):
     worker.stop()
 
 
-def wait_for_status(store, task_id: str, status: str, timeout: float = 10) -> dict:
+def wait_for_status(store, task_id: str, *statuses: str, timeout: float = 10) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         task = store.get_task(task_id)
-        if task is not None and task["status"] == status:
+        if task is not None and task["status"] in statuses:
             return task
         time.sleep(0.02)
-    raise AssertionError(f"task {task_id} never reached {status!r}: {store.get_task(task_id)}")
+    raise AssertionError(f"task {task_id} never reached {statuses}: {store.get_task(task_id)}")
 
 
 def sign_up(store, name="Ada", email="ada@example.com") -> dict:
     message = create_user.send({"name": name, "email": email})
-    broker.join("auth", fail_fast=False)
-    return store.get_task(message.message_id)
+    return wait_for_status(store, message.message_id, "succeeded", "failed", "dead")
 
 
 def test_create_user_stores_the_user_and_succeeds(store, workers):
@@ -72,12 +71,13 @@ def test_a_second_sign_up_with_a_registered_email_fails_for_good(store, workers)
     sign_up(store)
     task = sign_up(store, name="Eve", email="ADA@example.com")
     assert (task["status"], task["error"]) == ("failed", "email already registered")
+    broker.join("auth", fail_fast=False)
     assert [m.options.get("retries", 0) for m in broker.dead_letters] == [0]
 
 
 def test_an_invalid_sign_up_payload_fails_for_good(store, workers):
     task = sign_up(store, email="not-an-email")
-    assert task["status"] == "failed"
+    assert task["status"] == "failed", task["error"]
     assert "email" in task["error"]
 
 
