@@ -6,11 +6,10 @@ import logging
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
-from marshmallow import ValidationError
 
 from .app import broker
-from .errors import EmailAlreadyRegistered, InvalidPayload, PermanentFailure
-from .schemas import SignUpSchema
+from .errors import EmailAlreadyRegistered, PermanentFailure
+from .schemas import SignUpSchema, load
 from .store import EmailTaken, get_store
 
 logger = logging.getLogger(__name__)
@@ -23,10 +22,7 @@ def create_user(payload: dict) -> dict:
     """Stores a user.  A redelivered message returns the user it created; another sign-up with the
     same email fails for good with "email already registered".
     """
-    try:
-        data = SignUpSchema().load(payload)
-    except ValidationError as e:
-        raise InvalidPayload(f"invalid sign-up: {e.messages}") from None
+    data = load(SignUpSchema(), payload, "sign-up")
     task_id = CurrentMessage.get_current_message().message_id
     try:
         user = get_store().create_user(name=data["name"], email=data["email"], task_id=task_id)

@@ -10,12 +10,11 @@ import os
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from dramatiq.results import ResultTimeout
-from marshmallow import ValidationError
 
 from .app import backend, broker
 from .auth import get_user
-from .errors import InvalidPayload, PermanentFailure, UnknownUser, UserLookupTimedOut
-from .schemas import PaymentSchema
+from .errors import PermanentFailure, UnknownUser, UserLookupTimedOut
+from .schemas import PaymentSchema, load
 from .store import get_store
 
 logger = logging.getLogger(__name__)
@@ -38,10 +37,7 @@ def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
     It waits for ``get_user`` with a timeout, and runs in its own worker processes (the Procfile's
     ``payments``), so payment threads that wait never hold up the auth workers that answer them.
     """
-    try:
-        data = PaymentSchema().load(payload)
-    except ValidationError as e:
-        raise InvalidPayload(f"invalid payment: {e.messages}") from None
+    data = load(PaymentSchema(), payload, "payment")
     task_id = CurrentMessage.get_current_message().message_id
     try:
         user = get_user.send(data["userId"]).get_result(backend=backend, block=True, timeout=GET_USER_TIMEOUT_MS)

@@ -11,6 +11,8 @@ from decimal import Decimal
 
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
+from .errors import InvalidPayload
+
 #: The largest payment accepted, in the payment's currency.
 MAX_AMOUNT = Decimal("1000000")
 
@@ -24,6 +26,18 @@ NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD 
 STN SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF
 YER ZAR ZMW ZWL
 """.split())
+
+
+def load(schema: Schema, payload, what: str) -> dict:
+    """Validates a task payload with a schema.
+
+    Raises:
+      InvalidPayload: Naming ``what`` and every invalid field; a bad payload is never retried.
+    """
+    try:
+        return schema.load(payload)
+    except ValidationError as e:
+        raise InvalidPayload(f"invalid {what}: {e.messages}") from None
 
 
 def _at_most_two_decimals(value: Decimal) -> None:

@@ -76,22 +76,29 @@ def test_a_result_stored_before_anyone_asks_is_returned(setup):
     assert message.get_result(backend=backend, block=False) == {"id": 3, "name": "user-3"}
 
 
-def test_get_result_without_block_raises_result_missing_before_the_result_exists(kafka, results_topic, queue_name):
-    # Given a result-backed message that nothing consumes
+@pytest.fixture
+def unanswered(kafka, results_topic, queue_name):
+    """A result-backed message that nothing consumes, and its backend."""
     broker = KafkaBroker(bootstrap_servers=kafka, partitions=1)
     backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=2)
     broker.add_middleware(Results(backend=backend))
     broker.add_middleware(ReplyRouting(backend))
     lonely = dramatiq.actor(lambda: 1, actor_name="lonely", queue_name=queue_name, broker=broker, store_results=True)
-    message = lonely.send()
-    try:
-        with pytest.raises(ResultMissing):
-            message.get_result(backend=backend, block=False)
-        with pytest.raises(ResultTimeout):
-            message.get_result(backend=backend, block=True, timeout=300)
-    finally:
-        backend.close()
-        broker.close()
+    yield lonely.send(), backend
+    backend.close()
+    broker.close()
+
+
+def test_get_result_without_block_raises_result_missing_before_the_result_exists(unanswered):
+    message, backend = unanswered
+    with pytest.raises(ResultMissing):
+        message.get_result(backend=backend, block=False)
+
+
+def test_get_result_raises_result_timeout_when_no_result_comes(unanswered):
+    message, backend = unanswered
+    with pytest.raises(ResultTimeout):
+        message.get_result(backend=backend, block=True, timeout=300)
 
 
 def test_many_threads_get_their_own_results(setup):
@@ -136,19 +143,10 @@ def test_async_callers_await_results_without_blocking_the_loop(setup):
     assert ticks > 0
 
 
-def test_async_wait_times_out(kafka, results_topic, queue_name):
-    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1)
-    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=2)
-    broker.add_middleware(Results(backend=backend))
-    broker.add_middleware(ReplyRouting(backend))
-    lonely = dramatiq.actor(lambda: 1, actor_name="lonely", queue_name=queue_name, broker=broker, store_results=True)
-    message = lonely.send()
-    try:
-        with pytest.raises(ResultTimeout):
-            asyncio.run(backend.get_result_async(message, timeout=200))
-    finally:
-        backend.close()
-        broker.close()
+def test_async_wait_times_out(unanswered):
+    message, backend = unanswered
+    with pytest.raises(ResultTimeout):
+        asyncio.run(backend.get_result_async(message, timeout=200))
 
 
 def test_a_thousand_outstanding_requests_from_one_process(setup):
