@@ -108,10 +108,6 @@ class DelayTiers:
         """Returns the largest tier whose delay is not longer than ``remaining_ms``."""
         return self.tiers[max(bisect.bisect_right(self._delays, remaining_ms) - 1, 0)]
 
-    def for_topic(self, delay_queue_name: str, topic: str) -> DelayTier | None:
-        """Returns the tier a topic name belongs to, or ``None`` if it is not one of the queue's."""
-        return next((tier for tier in self.tiers if tier.topic(delay_queue_name) == topic), None)
-
     def topics(self, delay_queue_name: str) -> list[str]:
         """Returns every tier topic of a Dramatiq delay queue, shortest delay first."""
         return [tier.topic(delay_queue_name) for tier in self.tiers]

@@ -138,25 +138,7 @@ def test_for_delay_never_exceeds_remaining_for_random_delays():
             assert tiers.tiers[index + 1].delay_ms > remaining
 
 
-# for_topic / topics
-
-
-def test_for_topic_round_trips_every_tier():
-    tiers = DelayTiers()
-    for tier in tiers.tiers:
-        assert tiers.for_topic("payments.DQ", tier.topic("payments.DQ")) == tier
-
-
-def test_for_topic_of_another_queue_is_none():
-    assert DelayTiers().for_topic("payments.DQ", "emails.DQ.1s") is None
-
-
-def test_for_topic_of_unknown_tier_is_none():
-    assert DelayTiers().for_topic("payments.DQ", "payments.DQ.2s") is None
-
-
-def test_for_topic_of_the_delay_queue_itself_is_none():
-    assert DelayTiers().for_topic("payments.DQ", "payments.DQ") is None
+# topics
 
 
 def test_topics_are_listed_shortest_delay_first():
