@@ -16,7 +16,7 @@ from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
 from .consumer import DelayConsumer, KafkaConsumer
-from .deadletters import DeadLetterInfo
+from .deadletters import OVERSIZED_KEPT_BYTES, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
 from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, DeliveryFailed, DurableProducer, Record
 from .settings import KafkaSettings
@@ -29,6 +29,9 @@ MAX_REMEMBERED_DEAD_LETTERS = 1_000
 
 #: The message option that routes all of one key's messages to one partition, in order.
 PARTITION_KEY = "partition_key"
+
+#: Records larger than this (bytes) are dead-lettered unread, as "oversized", by default.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
 
 
 class KafkaBroker(dramatiq.Broker):
@@ -58,13 +61,16 @@ class KafkaBroker(dramatiq.Broker):
       delivery_timeout_ms(int): The bound on waiting for Kafka to acknowledge an enqueue.
       commit_interval_ms(int): How often finished offsets are committed.
       consumer_config(dict): Extra librdkafka settings for consumers only.
+      max_message_bytes(int): Consumed records larger than this are dead-lettered as oversized
+        without being decoded; their dead letter keeps only their first bytes.
     """
 
     def __init__(self, *, middleware=None, settings: KafkaSettings | None = None, partitions: int = 4,
                  replication_factor: int = -1, retention_ms: int | None = None,
                  dead_letter_retention_ms: int = DEAD_LETTER_RETENTION_MS, delay_tiers=DEFAULT_TIER_DELAYS,
                  group_protocol: str = "classic", delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
-                 commit_interval_ms: int = 100, consumer_config: dict | None = None, **settings_overrides) -> None:
+                 commit_interval_ms: int = 100, consumer_config: dict | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **settings_overrides) -> None:
         if group_protocol not in ("classic", "consumer"):
             raise ValueError(f"group_protocol must be 'classic' or 'consumer', not {group_protocol!r}")
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
@@ -77,6 +83,7 @@ class KafkaBroker(dramatiq.Broker):
         self.delivery_timeout_ms = delivery_timeout_ms
         self.commit_interval_ms = commit_interval_ms
         self.extra_consumer_config = dict(consumer_config or {})
+        self.max_message_bytes = max_message_bytes
         self._dead_letters: dict[str, deque] = defaultdict(lambda: deque(maxlen=MAX_REMEMBERED_DEAD_LETTERS))
         self._lock = threading.Lock()
         self._clients_pid: int | None = None
@@ -277,12 +284,15 @@ class KafkaBroker(dramatiq.Broker):
         self._dead_letters[queue_name].append((message, exception))
 
     def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
-        """Sends a record that is no valid message to the queue's dead-letter topic, as it is."""
+        """Sends a record that is no valid message to the queue's dead-letter topic, as it is; of a
+        record over ``max_message_bytes``, only its first ``OVERSIZED_KEPT_BYTES``."""
+        value = record.value() or b""
+        cut = len(value) > max(self.max_message_bytes, OVERSIZED_KEPT_BYTES)
         info = DeadLetterInfo(reason=reason, topic=record.topic(), partition=record.partition(), offset=record.offset(),
-                              dead_lettered_at=current_millis())
+                              dead_lettered_at=current_millis(), original_size=len(value) if cut else None)
         queue_name = q_name(queue_name)
-        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), record.value() or b"",
-                                  key=record.key(), headers=info.headers()))
+        kept = value[:OVERSIZED_KEPT_BYTES] if cut else value
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), kept, key=record.key(), headers=info.headers()))
         logger.error("Dead-lettered a record of %s: %s", record.topic(), reason)
 
     @property

@@ -28,6 +28,10 @@ def add_kafka_command(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--ephemeral", action="store_true", help="use a throwaway data folder, removed on exit")
     parser.add_argument("--fetch-only", action="store_true",
                         help="fetch and cache the Kafka jars with Maven, then exit")
+    parser.add_argument("--ssl-dir", type=Path, metavar="DIR",
+                        help="also serve TLS clients, with client certificates required (as Heroku does): DIR holds "
+                             "ca.pem (the CA of accepted client certificates), broker.pem and broker.key (PKCS#8)")
+    parser.add_argument("--ssl-port", type=int, metavar="PORT", help="the TLS port on 127.0.0.1 (default: --port + 1)")
     parser.set_defaults(func=_run_kafka)
 
 
@@ -39,7 +43,17 @@ def _run_kafka(args: argparse.Namespace) -> int:
             print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
             return 1
         return 0
-    return devkafka.run(port=args.port, data_dir=None if args.ephemeral else args.data_dir)
+    tls = None
+    if args.ssl_port is not None and args.ssl_dir is None:
+        print("kafka-tasks kafka: error: --ssl-port needs --ssl-dir", file=sys.stderr)
+        return 2
+    if args.ssl_dir is not None:
+        try:
+            tls = devkafka.TLSListener.from_dir(args.ssl_dir, args.port + 1 if args.ssl_port is None else args.ssl_port)
+        except devkafka.LocalKafkaError as e:
+            print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
+            return 1
+    return devkafka.run(port=args.port, data_dir=None if args.ephemeral else args.data_dir, tls=tls)
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction) -> None:
@@ -65,3 +79,92 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     worker.configure_logging(args.verbose)
     return worker.serve(args.module, args.queues, args.processes, args.threads, args.verbose)
+
+
+def add_dlq_command(subparsers: argparse._SubParsersAction, *, default_module: str | None = None) -> None:
+    """Adds ``dlq list`` and ``dlq replay``: a queue's dead letters, and sending them back.
+
+    Parameters:
+      default_module(str|None): The module that sets up the application's broker, used when
+        ``--module`` is not given; without one, ``--module`` is required.
+    """
+    parser = subparsers.add_parser(
+        "dlq", help="list a queue's dead letters, or replay them once their cause is fixed",
+        description="Read a queue's dead-letter topic (<queue>.XQ) and send dead messages back to the queue.",
+    )
+    commands = parser.add_subparsers(dest="dlq_command", required=True)
+    module_help = "the module that sets up the broker" + (f" (default: {default_module})" if default_module else "")
+    listing = commands.add_parser("list", help="list the dead letters of a queue, oldest first")
+    replaying = commands.add_parser(
+        "replay", help="send dead messages back to their queue (each once; skips those already replayed)")
+    replaying.add_argument("--id", dest="ids", metavar="ID", action="append", type=lambda text: text.split(","),
+                           help="a dead letter to replay, by the ID that `dlq list` prints; repeat it, or separate "
+                                "IDs with commas (default: every one)")
+    for command, func in ((listing, _run_dlq_list), (replaying, _run_dlq_replay)):
+        command.add_argument("queue", help="the queue name, as actors declare it")
+        command.add_argument("--module", "-m", default=default_module, required=default_module is None, help=module_help)
+        command.set_defaults(func=func)
+
+
+def _dlq_broker(module: str):
+    import importlib
+
+    import dramatiq
+
+    from .broker import KafkaBroker
+    from .dlq import DeadLetterError
+
+    importlib.import_module(module)
+    # Read the global directly: get_broker() would make a RabbitMQ broker up if none was set.
+    broker = dramatiq.broker.global_broker
+    if not isinstance(broker, KafkaBroker):
+        raise DeadLetterError(f"module {module} set no KafkaBroker as Dramatiq's broker (found {type(broker).__name__})")
+    return broker
+
+
+def _run_dlq(args: argparse.Namespace, action) -> int:
+    broker = None
+    try:
+        broker = _dlq_broker(args.module)
+        action(broker)
+        return 0
+    except Exception as e:  # One clear line, and a non-zero exit.
+        from .dlq import DeadLetterError
+        from .producer import DeliveryFailed
+        from .settings import ConfigurationError
+        from .topics import MissingTopics
+
+        known = isinstance(e, (DeadLetterError, DeliveryFailed, ConfigurationError, MissingTopics))
+        print(f"kafka-tasks dlq {args.dlq_command}: error: {'' if known else type(e).__name__ + ': '}{e}",
+              file=sys.stderr)
+        return 1
+    finally:
+        if broker is not None:
+            broker.close()
+
+
+def _run_dlq_list(args: argparse.Namespace) -> int:
+    from . import dlq
+
+    def show(broker):
+        letters = dlq.list_dead_letters(broker, args.queue)
+        if letters:
+            print(dlq.render_table(letters))
+        print(f"{len(letters)} dead letter(s) in {dlq.dead_letter_topic(broker, args.queue)}.")
+
+    return _run_dlq(args, show)
+
+
+def _run_dlq_replay(args: argparse.Namespace) -> int:
+    from . import dlq
+
+    def send_back(broker):
+        ids = None if args.ids is None else [text for texts in args.ids for text in texts if text.strip()]
+        result = dlq.replay(broker, args.queue, ids)
+        for letter in result.replayed:
+            print(f"replayed {letter.id}: message {letter.message_id} ({letter.actor_name}) is back on {args.queue}")
+        for letter, why in result.skipped:
+            print(f"skipped {letter.id}: {why}")
+        print(f"{len(result.replayed)} replayed, {len(result.skipped)} skipped.")
+
+    return _run_dlq(args, send_back)

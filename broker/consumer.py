@@ -194,12 +194,21 @@ class KafkaConsumer(dramatiq.Consumer):
         epoch = self.tracker.add(key, record.offset())
         if epoch is None:
             return None
+        oversized = self._oversized(record)
+        if oversized:
+            self._dead_letter_record(record, epoch, oversized)
+            return None
         try:
             message = dramatiq.Message.decode(record.value())
         except Exception as e:
             self._dead_letter_record(record, epoch, f"undecodable message: {type(e).__name__}: {e}")
             return None
         return KafkaMessageProxy(message, record, consumer_id=self.id, epoch=epoch)
+
+    def _oversized(self, record) -> str | None:
+        """Returns the dead-letter reason of a record too large to decode, else ``None``."""
+        size, limit = len(record.value() or b""), self.broker.max_message_bytes
+        return f"oversized message: {size} bytes > {limit} bytes" if size > limit else None
 
     def _dead_letter_record(self, record, epoch: int, reason: str) -> None:
         try:
@@ -299,12 +308,16 @@ class DelayConsumer(KafkaConsumer):
             return None  # Read ahead of a held head; it is read again after the rewind.
         tier = self._tier_of_topic[record.topic()]
         try:
-            message = dramatiq.Message.decode(record.value())
-            eta = int(message.options["eta"])
+            reason = self._oversized(record)
+            if reason is None:
+                message = dramatiq.Message.decode(record.value())
+                eta = int(message.options["eta"])
         except Exception as e:
+            reason = f"undecodable delayed message: {type(e).__name__}: {e}"
+        if reason is not None:
             epoch = self.tracker.add(key, record.offset())
             if epoch is not None:
-                self._dead_letter_record(record, epoch, f"undecodable delayed message: {type(e).__name__}: {e}")
+                self._dead_letter_record(record, epoch, reason)
             return None
         decision = self.tiers.decide(tier, written_at=record.timestamp()[1], eta=eta, now=_now_ms())
         if decision.action is Action.WAIT:

@@ -19,9 +19,14 @@ ORIGINAL_TOPIC = "x-dead-letter-original-topic"
 ORIGINAL_PARTITION = "x-dead-letter-original-partition"
 ORIGINAL_OFFSET = "x-dead-letter-original-offset"
 DEAD_LETTERED_AT = "x-dead-letter-at"
+ORIGINAL_SIZE = "x-dead-letter-original-size"
 
 #: Exception messages are cut to this length so one dead letter cannot grow past Kafka's limits.
 MAX_TEXT = 4_000
+
+#: How much of an oversized record a dead letter keeps: enough to see what it was, and small enough
+#: to fit any topic's ``max.message.bytes``.  Its ``original_size`` says how big it was.
+OVERSIZED_KEPT_BYTES = 16_384
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class DeadLetterInfo:
       exception_type(str|None), exception_message(str|None): The actor's error, if any.
       retries(int): How many times the message was retried before.
       dead_lettered_at(int): Epoch milliseconds.
+      original_size(int|None): Set when the dead letter keeps only the first
+        ``OVERSIZED_KEPT_BYTES`` of the record: its size in bytes.
     """
 
     reason: str
@@ -44,6 +51,7 @@ class DeadLetterInfo:
     exception_message: str | None = None
     retries: int = 0
     dead_lettered_at: int = 0
+    original_size: int | None = None
 
     @classmethod
     def for_exception(cls, exception: BaseException | None, *, retries: int, topic: str, partition: int,
@@ -70,6 +78,7 @@ class DeadLetterInfo:
             DEAD_LETTERED_AT: str(self.dead_lettered_at or int(time.time() * 1000)),
             EXCEPTION_TYPE: self.exception_type,
             EXCEPTION_MESSAGE: self.exception_message,
+            ORIGINAL_SIZE: None if self.original_size is None else str(self.original_size),
         }
         return [(name, value.encode()) for name, value in values.items() if value is not None]
 
@@ -90,4 +99,5 @@ class DeadLetterInfo:
             exception_message=values.get(EXCEPTION_MESSAGE),
             retries=int(values.get(RETRIES, 0)),
             dead_lettered_at=int(values.get(DEAD_LETTERED_AT, 0)),
+            original_size=int(values[ORIGINAL_SIZE]) if ORIGINAL_SIZE in values else None,
         )

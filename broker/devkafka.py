@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +48,62 @@ class LocalKafkaError(Exception):
     """The local broker could not be started.  Its message is one line, meant for a user."""
 
 
+#: The files ``kafka-tasks kafka --ssl-dir`` reads: the CA certificates whose client certificates
+#: the broker accepts, the broker's certificate (chain) and its private key (unencrypted PKCS#8).
+TLS_FILES = {"ca_pem": "ca.pem", "certificate_pem": "broker.pem", "key_pem": "broker.key"}
+
+
+@dataclass(frozen=True)
+class TLSListener:
+    """An SSL listener that requires client certificates, as Heroku's brokers do.
+
+    The PEM contents go into the broker's configuration as they are (``ssl.keystore.type=PEM``);
+    Kafka hides them in its logs, and ``repr`` leaves them out.
+
+    Parameters:
+      port(int): The listener's port on 127.0.0.1.
+      ca_pem(str): The CA certificates that sign the client certificates the broker accepts.
+      certificate_pem(str): The broker's certificate, then any intermediates.
+      key_pem(str): The broker's private key, unencrypted PKCS#8 (``BEGIN PRIVATE KEY``).
+    """
+
+    port: int
+    ca_pem: str = field(repr=False)
+    certificate_pem: str = field(repr=False)
+    key_pem: str = field(repr=False)
+
+    @classmethod
+    def from_dir(cls, directory: Path, port: int) -> TLSListener:
+        """Reads ``ca.pem``, ``broker.pem`` and ``broker.key`` from a folder.
+
+        Raises:
+          LocalKafkaError: If a file is missing or holds no PEM data of the right kind.
+        """
+        contents = {}
+        for name, filename in TLS_FILES.items():
+            path = Path(directory) / filename
+            try:
+                contents[name] = path.read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise LocalKafkaError(f"cannot read {path} for the TLS listener: {e.strerror or e}") from None
+            expected = "-----BEGIN PRIVATE KEY-----" if name == "key_pem" else "-----BEGIN CERTIFICATE-----"
+            if expected not in contents[name]:
+                kind = "an unencrypted PKCS#8 private key" if name == "key_pem" else "PEM certificates"
+                raise LocalKafkaError(f"{path} must hold {kind} ({expected})")
+        return cls(port=port, **contents)
+
+    def properties(self) -> dict[str, str]:
+        """Returns the broker settings of the listener's TLS."""
+        return {
+            "ssl.client.auth": "required",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.certificate.chain": self.certificate_pem.strip(),
+            "ssl.keystore.key": self.key_pem.strip(),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.certificates": self.ca_pem.strip(),
+        }
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """The settings that make a single-node KRaft broker.
@@ -56,11 +112,14 @@ class BrokerConfig:
       port(int): The client listener's port on 127.0.0.1.
       controller_port(int): The KRaft controller listener's port on 127.0.0.1.
       data_dir(Path): Where the broker keeps its log segments and metadata.
+      tls(TLSListener|None): An SSL listener for clients, besides the plaintext one, which the
+        controller and the broker itself keep using.
     """
 
     port: int
     controller_port: int
     data_dir: Path
+    tls: TLSListener | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -68,6 +127,16 @@ class BrokerConfig:
 
     def properties(self) -> dict[str, str]:
         """Returns the broker's ``server.properties`` as a mapping."""
+        properties = self._plaintext_properties()
+        if self.tls is not None:
+            ssl = f"SSL://127.0.0.1:{self.tls.port}"
+            properties["listeners"] += f",{ssl}"
+            properties["advertised.listeners"] += f",{ssl}"
+            properties["listener.security.protocol.map"] += ",SSL:SSL"
+            properties.update(self.tls.properties())
+        return properties
+
+    def _plaintext_properties(self) -> dict[str, str]:
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -103,8 +172,12 @@ class BrokerConfig:
         }
 
     def render(self) -> str:
-        """Returns the properties in Java's ``.properties`` format."""
-        return "".join(f"{key}={value}\n" for key, value in self.properties().items())
+        """Returns the properties in Java's ``.properties`` format (PEM values on one line)."""
+        return "".join(f"{key}={_escape(value)}\n" for key, value in self.properties().items())
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\r", "").replace("\n", "\\n")
 
 
 def cache_dir() -> Path:
@@ -225,10 +298,12 @@ class LocalKafka:
     Parameters:
       port(int): The client port on 127.0.0.1 (9092 by default).
       data_dir(Path|None): The persistent data folder; ``None`` means a throwaway one.
+      tls(TLSListener|None): An SSL listener requiring client certificates, besides plaintext.
     """
 
-    def __init__(self, *, port: int = 9092, data_dir: Path | None = None) -> None:
+    def __init__(self, *, port: int = 9092, data_dir: Path | None = None, tls: TLSListener | None = None) -> None:
         self.port = port
+        self.tls = tls
         self.ephemeral = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-tasks-")) if data_dir is None else Path(data_dir)
         self.log_file = self.data_dir / "server.log"
@@ -245,11 +320,15 @@ class LocalKafka:
           LocalKafkaError: If Java, the jars or the port are missing, or the broker fails to start.
         """
         check_port_free(self.port)
+        if self.tls is not None:
+            check_port_free(self.tls.port)
         java = find_java()
         classpath = kafka_classpath()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = BrokerConfig(port=self.port, controller_port=free_port(), data_dir=self.data_dir.resolve())
+        config = BrokerConfig(port=self.port, controller_port=free_port(), data_dir=self.data_dir.resolve(), tls=self.tls)
         properties = self.data_dir / "server.properties"
+        properties.touch(mode=0o600)  # It may hold the broker's private key.
+        properties.chmod(0o600)
         properties.write_text(config.render())
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text((resources.files("broker") / "data" / "log4j2.properties").read_text())
@@ -328,13 +407,13 @@ def uuid_to_kafka_id(value: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
 
 
-def run(*, port: int, data_dir: Path | None) -> int:
+def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None) -> int:
     """Runs the broker in the foreground until SIGINT or SIGTERM.
 
     Returns:
       int: The process exit status.
     """
-    kafka = LocalKafka(port=port, data_dir=data_dir)
+    kafka = LocalKafka(port=port, data_dir=data_dir, tls=tls)
     stopping = False
 
     def request_stop(signum, frame):
@@ -352,7 +431,8 @@ def run(*, port: int, data_dir: Path | None) -> int:
         kafka.stop()
         print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
         return 1
-    print(f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers} "
+    ssl = "" if tls is None else f", TLS with client certificates at 127.0.0.1:{tls.port}"
+    print(f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers}{ssl} "
           f"(started in {time.monotonic() - started:.1f}s; data {kafka.data_dir}; log {kafka.log_file})", flush=True)
     try:
         while not stopping and kafka.process.poll() is None:
