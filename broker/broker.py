@@ -373,9 +373,18 @@ class KafkaBroker(dramatiq.Broker):
         self._ensure_queue(base)
         topics = [self.settings.topic(base), *(self.settings.topic(t) for t in self.tiers.topics(dq_name(base)))]
         partitions = [TopicPartition(tp.topic, tp.partition, -1) for tp in self._partitions(topics)]
-        if partitions:
-            for future in self.admin.delete_records(partitions).values():
-                future.result(30)
+        deadline = time.monotonic() + 30
+        while partitions:
+            try:
+                for future in self.admin.delete_records(partitions).values():
+                    future.result(30)
+                break
+            except KafkaException as e:
+                # Topics created a moment ago may have no leader yet.
+                if time.monotonic() > deadline:
+                    raise
+                logger.debug("Retrying a flush of %s: %s", base, e)
+                time.sleep(0.1)
         self._dead_letters.pop(base, None)
 
     def flush_all(self) -> None:
@@ -384,7 +393,11 @@ class KafkaBroker(dramatiq.Broker):
             self.flush(queue_name)
 
     def close(self) -> None:
-        """Delivers what the producer still holds.  Can be called more than once."""
-        producer, self._producer = self._producer, None
+        """Delivers what the producer still holds and lets go of this process's clients.  Can be
+        called more than once; a later use creates new clients.
+        """
+        with self._lock:
+            producer, self._producer = self._producer, None
+            self._admin = None
         if producer is not None and self._clients_pid == os.getpid():
             producer.close()

@@ -82,6 +82,8 @@ class DurableProducer:
         Returns:
           A future for the record's ``(partition, offset)``, failing with :class:`DeliveryFailed`.
         """
+        if self._closed.is_set():
+            raise DeliveryFailed("the producer is closed")
         future: Future = Future()
 
         def delivered(error, message):
@@ -141,6 +143,9 @@ class DurableProducer:
             logger.warning("%d records were not delivered before the producer closed.", remaining)
         self._closed.set()
         self._poller.join()
+        # Dropping the client destroys its librdkafka handle, which would otherwise keep
+        # reconnecting (and logging) for as long as this object lives.
+        self._producer = None
 
 
 __all__ = ["DeliveryFailed", "DurableProducer", "Record"]

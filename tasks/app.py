@@ -18,6 +18,10 @@ from .status import TaskStatus
 #: How long a result is kept (ms): Dramatiq's default.
 RESULT_TTL_MS = 600_000
 
+#: How long a send may wait for Kafka's acknowledgement (ms).  Under the gateway's promise of a
+#: 503 within 5 s when Kafka is down, with room for the request around it.
+DELIVERY_TIMEOUT_MS = int(os.environ.get("KAFKA_DELIVERY_TIMEOUT_MS", "4000"))
+
 
 def build():
     """Returns ``(broker, result_backend)`` as the environment asks."""
@@ -30,7 +34,8 @@ def build():
     else:
         from broker import KafkaBroker, KafkaResultBackend, ReplyRouting
 
-        broker, backend = KafkaBroker(), KafkaResultBackend(result_ttl=RESULT_TTL_MS)
+        broker = KafkaBroker(delivery_timeout_ms=DELIVERY_TIMEOUT_MS)
+        backend = KafkaResultBackend(result_ttl=RESULT_TTL_MS)
         broker.add_middleware(Results(backend=backend, result_ttl=RESULT_TTL_MS))
         broker.add_middleware(ReplyRouting(backend))
     broker.add_middleware(CurrentMessage())

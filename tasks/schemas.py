@@ -40,6 +40,11 @@ def load(schema: Schema, payload, what: str) -> dict:
         raise InvalidPayload(f"invalid {what}: {e.messages}") from None
 
 
+def _in_range(value: Decimal) -> None:
+    if not 0 < value <= MAX_AMOUNT:
+        raise ValidationError(f"Must be greater than 0 and at most {MAX_AMOUNT}.")
+
+
 def _at_most_two_decimals(value: Decimal) -> None:
     if value.as_tuple().exponent < -2:
         raise ValidationError("Must have at most 2 decimal places.")
@@ -71,8 +76,9 @@ class PaymentSchema(Schema):
 
     userId = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     amount = fields.Decimal(
-        required=True, as_string=True, allow_nan=False,
-        validate=[validate.Range(min=Decimal("0"), max=MAX_AMOUNT, min_inclusive=False), _at_most_two_decimals],
+        required=True, as_string=True, allow_nan=False, validate=[_in_range, _at_most_two_decimals],
+        # Documented by hand: apispec would write a Decimal field's limits as strings.
+        metadata={"exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)},
     )
     currency = fields.String(load_default="USD", validate=validate.OneOf(sorted(CURRENCIES)))
 

@@ -1,0 +1,135 @@
+"""Reliability, scenario 2: Kafka stops for 10 s during a steady stream of sign-ups.
+
+The scenario runs its own broker on a persistent data folder (the session's broker is shared), stops
+it, and starts it again on the same port and folder, as a broker restart or a failover looks to
+the clients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from broker import devkafka
+from tests.conftest import launch_kafka, stop_kafka
+from tests.reliability import report
+from tests.system import call
+from tests.test_reliability_crash import Services, Stream, consumer_lag, task_statuses, topic_records, user_creators
+
+pytestmark = pytest.mark.reliability
+
+#: How long Kafka is down, from the broker's exit to the start of its restart (s).
+OUTAGE = 10
+
+#: The gateway's promise while Kafka is down: a 503 within this many seconds (README).
+ANSWER_WITHIN = 5
+
+#: The sign-up stream: concurrent clients, and requests per second in all.
+CLIENTS, RATE = 4, 20
+
+
+class OwnKafka:
+    """A ``kafka-tasks kafka`` of the test's own, on a persistent data folder, stoppable and restartable."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port = devkafka.free_port()
+        self.data_dir = tmp_path / "kafka"
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        self.process, _ = launch_kafka("--port", str(self.port), "--data-dir", str(self.data_dir))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_kafka(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def own_kafka(tmp_path):
+    kafka = OwnKafka(tmp_path)
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture
+def services(own_kafka, tmp_path):
+    services = Services(own_kafka.bootstrap_servers, tmp_path)
+    try:
+        services.start()
+        yield services
+    finally:
+        services.stop()
+
+
+def sign_up(n: int):
+    return "POST", "/api/auth/sign-up", {"name": f"User {n}", "email": f"user{n}@example.com"}, None
+
+
+@pytest.mark.timeout(240)
+def test_kafka_outage_answers_503_fast_and_loses_no_accepted_sign_up(own_kafka, services):
+    pids = {name: services.members(name) for name in ("web", "auth", "payments")}
+    # Given a steady stream of sign-ups
+    stream = Stream(services.base, sign_up, clients=CLIENTS, rate=RATE).start()
+    time.sleep(5)
+
+    # When Kafka stops for 10 s, and comes back on the same port and data
+    stopping = time.monotonic()
+    own_kafka.stop()
+    down = time.monotonic()
+    ready_status, ready_body, _ = call("GET", f"{services.base}/readyz")
+    time.sleep(max(0.0, down + OUTAGE - time.monotonic()))
+    own_kafka.start()
+    up = time.monotonic()
+    services.wait_until("a sign-up accepted after Kafka came back",
+                        lambda: any(r[1] > up and r[3] == 202 for r in list(stream.results)),
+                        lambda: Counter(r[3] for r in list(stream.results) if r[1] > up), timeout=60, logs=("web",))
+    recovered = min(r[1] + r[2] for r in list(stream.results) if r[1] > up and r[3] == 202) - up
+    time.sleep(5)
+    results = stream.stop()
+
+    # Then the gateway answered only 202 or a JSON 503 with Retry-After, each within 5 s
+    statuses = Counter(r[3] if r[6] is None else r[6].split(":")[0] for r in results)
+    unavailable = [r for r in results if r[3] == 503]
+    slowest = max((r[2] for r in unavailable), default=0.0)
+    accepted = {r[4]["taskId"] for r in results if r[3] == 202}
+    # and every accepted sign-up was processed once Kafka was back
+    services.wait_until(f"all {len(accepted)} accepted sign-ups processed",
+                        lambda: task_statuses(services.store, accepted)["succeeded"] == len(accepted),
+                        lambda: task_statuses(services.store, accepted), timeout=90, logs=("auth",))
+    services.wait_until("the auth groups committed everything",
+                        lambda: not any(consumer_lag(own_kafka.bootstrap_servers, services.prefix, ["auth"]).values()),
+                        lambda: consumer_lag(own_kafka.bootstrap_servers, services.prefix, ["auth"]), timeout=60,
+                        logs=("auth",))
+    creators = user_creators(services.store)
+    records = topic_records(own_kafka.bootstrap_servers, services.prefix)
+    after = {name: services.members(name) for name in ("web", "auth", "payments")}
+
+    report("Broker outage", "broker down, from its exit to its restart (s)", OUTAGE)
+    report("Broker outage", "Kafka unreachable, from the stop to ready again (s)", f"{up - stopping:.1f}")
+    report("Broker outage", "sign-ups sent / 202 / 503 / other", f"{len(results)} / {statuses[202]} / "
+           f"{statuses[503]} / {sum(n for s, n in statuses.items() if s not in (202, 503))}")
+    report("Broker outage", "slowest 503 (s)", f"{slowest:.2f}")
+    report("Broker outage", "/readyz during the outage", ready_status)
+    report("Broker outage", "first 202 after Kafka was ready (s)", f"{recovered:.1f}")
+    report("Broker outage", "accepted sign-ups processed / users in the database",
+           f"{task_statuses(services.store, accepted)['succeeded']} / {sum(creators.values())}")
+    report("Broker outage", "sign-up records in Kafka (auth topic)", records.get("auth", 0))
+    report("Broker outage", "processes restarted", "none" if after == pids else f"{pids} -> {after}")
+    assert set(statuses) <= {202, 503}, f"answers other than 202 and 503: {statuses}"
+    assert unavailable, "no request saw the outage: nothing answered 503"
+    assert all(r[5].get("Retry-After") and r[4].get("code") == 503 for r in unavailable), unavailable[:3]
+    assert slowest <= ANSWER_WITHIN, (
+        f"{sum(r[2] > ANSWER_WITHIN for r in unavailable)} of {len(unavailable)} 503s took over {ANSWER_WITHIN}s "
+        f"(slowest {slowest:.2f}s): {sorted(round(r[2], 2) for r in unavailable)[-10:]}")
+    assert ready_status == 503, (ready_status, ready_body)
+    assert all(creators[task_id] == 1 for task_id in accepted), "an accepted sign-up has no user, or two"
+    assert max(creators.values()) == 1
+    assert records.get("auth", 0) >= len(accepted)
+    assert after == pids, f"processes were restarted: {pids} -> {after}"
