@@ -13,7 +13,6 @@ from confluent_kafka import Producer
 
 from broker import DeadLetterInfo, KafkaBroker, devkafka, dlq
 from broker.consumer import KafkaConsumer
-from broker.deadletters import OVERSIZED_KEPT_BYTES
 from tasks.cli import build_parser, main
 
 
@@ -152,9 +151,9 @@ def test_dlq_replay_takes_several_ids_and_defaults_to_the_app_module():
 
 def test_dlq_fails_in_one_line_when_the_module_sets_no_kafka_broker(capsys):
     assert main(["dlq", "list", "payments", "--module", "json"]) == 1
-    err = capsys.readouterr().err
-    assert err.splitlines() == ["kafka-tasks dlq list: error: module json set no KafkaBroker as Dramatiq's broker "
-                                "(found NoneType)"]
+    # Which broker is found depends on what earlier tests set as Dramatiq's global broker.
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("kafka-tasks dlq list: error: module json set no KafkaBroker as Dramatiq's broker (found ")
 
 
 def test_dlq_fails_in_one_line_when_the_module_does_not_exist(capsys):

@@ -11,7 +11,14 @@ from collections import Counter
 import pytest
 
 from tests.reliability import report
-from tests.test_reliability_crash import Services, Stream, consumer_lag, payment_counts, task_statuses, topic_records
+from tests.services import (
+    Services,
+    Stream,
+    consumer_lag,
+    payment_counts,
+    task_statuses,
+    topic_records,
+)
 
 pytestmark = pytest.mark.reliability
 

@@ -20,13 +20,17 @@ import pytest  # noqa: E402
 import schemathesis  # noqa: E402
 from dramatiq.brokers.stub import StubBroker  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance  # noqa: E402
+from schemathesis.checks import (  # noqa: E402
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+)
 
 import tasks.app  # noqa: E402
 from gateway import create_app  # noqa: E402
 from tasks.store import Store  # noqa: E402
 from tests.reliability import report  # noqa: E402
-from tests.test_reliability_crash import Services, Stream, consumer_lag, task_statuses  # noqa: E402
+from tests.services import Services, Stream, consumer_lag, task_statuses  # noqa: E402
 
 pytestmark = pytest.mark.reliability
 

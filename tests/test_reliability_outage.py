@@ -15,8 +15,15 @@ import pytest
 from broker import devkafka
 from tests.conftest import launch_kafka, stop_kafka
 from tests.reliability import report
+from tests.services import (
+    Services,
+    Stream,
+    consumer_lag,
+    task_statuses,
+    topic_records,
+    user_creators,
+)
 from tests.system import call
-from tests.test_reliability_crash import Services, Stream, consumer_lag, task_statuses, topic_records, user_creators
 
 pytestmark = pytest.mark.reliability
 

@@ -14,7 +14,6 @@ import ipaddress
 import sqlite3
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
