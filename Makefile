@@ -35,3 +35,15 @@ reliability: setup
 
 clean:
 	rm -rf $(VENV) var/kafka
+
+# The benchmark suite (docs/benchmarks.md and its plots): the Python extras, then redis-server,
+# rabbitmq-server and wrk from Debian's packages when missing (as root), then every scenario.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS='--only latency --runs 5'.
+.PHONY: bench
+bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	@if ! command -v redis-server >/dev/null || ! test -x /usr/lib/rabbitmq/bin/rabbitmq-server || ! command -v wrk >/dev/null; then \
+		echo "Installing redis-server, rabbitmq-server and wrk from Debian's packages ..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server rabbitmq-server wrk >/dev/null; \
+	fi
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -1,82 +1,106 @@
-"""Round-trip latency of a get_user-like request, with the responder in a separate worker process.
+"""Scenario 4, request/response: the ``get_user`` round trip, sequential and 50 requesters at once.
 
-Run: ``python benchmarks/request_response.py`` with ``KAFKA_BOOTSTRAP_SERVERS`` pointing at a
-broker.  Prints p50/p99/max in ms, sequential and with 50 concurrent requester threads.
+The responder is the Procfile's ``auth`` process (``kafka-tasks worker tasks.auth --queues auth
+--processes 1 --threads 8``) on a fresh ``KAFKA_PREFIX`` and SQLite database; the requester is
+another process (:mod:`benchmarks.rr_client`) that sends ``get_user`` and blocks on its result,
+as the gateway's ``GET /api/users/<id>`` does.  Baseline: the same actor on Dramatiq's
+RedisBroker with its RedisBackend (:mod:`benchmarks.rrapp`).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
+import json
 import statistics
 import subprocess
-import sys
-import threading
-import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import procs
+from .context import Context
+from .rows import median_run, percentile, row, unavailable
+
+NAME = "request_response"
+TITLE = "4. Request/response (get_user round trip)"
+
+#: Concurrent requesters in the second mode.
+CONCURRENCY = 50
+
+USERS = 100
+
+SYSTEMS = {"kafka": "KafkaBroker + KafkaResultBackend", "redis": "RedisBroker + RedisBackend"}
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+def run(ctx: Context) -> list[dict]:
+    measured: dict[str, list[dict]] = {}
+    notes: dict[str, str] = {}
+    for _ in range(ctx.run_count):
+        for kind in SYSTEMS:
+            if kind == "redis" and ctx.missing("redis"):
+                notes[kind] = ctx.missing("redis")
+                continue
+            try:
+                measured.setdefault(kind, []).append(measure(ctx, kind))
+            except Exception as e:
+                if kind == "kafka":
+                    raise
+                notes[kind] = f"failed: {type(e).__name__}: {e}"
+    rows = []
+    for mode, case in (("sequential", "sequential"), ("concurrent", f"{CONCURRENCY} concurrent requesters")):
+        for kind, system in SYSTEMS.items():
+            runs = [result[mode] for result in measured.get(kind, [])]
+            if not runs:
+                rows.append(unavailable(NAME, case, system, notes.get(kind, "not measured"), metric="p50", unit="ms"))
+                continue
+            rows.append(row(NAME, case, system, "p50", "ms", [statistics.median(r) for r in runs], better="lower",
+                            samples=median_run(runs)))
+            rows.append(row(NAME, case, system, "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower"))
+            if mode == "concurrent":
+                rates = [len(result["concurrent"]) / result["concurrent_seconds"] for result in measured[kind]]
+                rows.append(row(NAME, case, system, "throughput", "requests/s", rates))
+    return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=50)
-    args = parser.parse_args()
-    os.environ.setdefault("BENCH_QUEUE", f"bench_rr_{uuid.uuid4().hex[:6]}")
-    os.environ.setdefault("RESULTS_TOPIC", f"bench-results-{uuid.uuid4().hex[:6]}")
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.rrapp import backend, broker, get_user
-
-    worker = subprocess.Popen([sys.executable, "-m", "tasks.cli", "worker", "benchmarks.rrapp", "-p", "1", "-t", "8"],
-                              cwd=ROOT, env=os.environ, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def measure(ctx: Context, kind: str) -> dict:
+    """Runs a responder and a requester process once; returns the requester's report."""
+    queue = "auth" if kind == "kafka" else ctx.queue("auth")
+    database = Path(ctx.workdir) / f"rr-{ctx.queue('db')}.sqlite"
+    env = ctx.env(KAFKA_TASKS_BROKER=kind, KAFKA_PREFIX=ctx.prefix(), DATABASE_URL=f"sqlite:///{database}",
+                  BENCH_QUEUE=queue)
+    seed(ctx, env)
+    log = Path(ctx.workdir) / "logs" / f"rr-{kind}-{queue}.log"
+    if kind == "kafka":
+        release = subprocess.run([ctx.bin("kafka-tasks"), "release"], env=env, capture_output=True, text=True,
+                                 timeout=120)
+        if release.returncode:
+            raise RuntimeError(f"kafka-tasks release failed: {release.stderr.strip()[-300:]}")
+        command = [ctx.bin("kafka-tasks"), "worker", "tasks.auth", "--queues", "auth", "--processes", "1",
+                   "--threads", "8"]
+        app = "tasks.auth"
+    else:
+        command = [ctx.python, "-m", "broker.worker", "benchmarks.rrapp", "--threads", "8"]
+        app = "benchmarks.rrapp"
+    responder = procs.start(command, env, log)
     try:
-        get_user.send(0).get_result(backend=backend, block=True, timeout=60_000)  # warm up both sides
-        for n in range(50):
-            get_user.send(n).get_result(backend=backend, block=True, timeout=10_000)
-        sequential = []
-        for n in range(args.requests):
-            started = time.perf_counter()
-            get_user.send(n).get_result(backend=backend, block=True, timeout=10_000)
-            sequential.append((time.perf_counter() - started) * 1000)
-
-        concurrent: list[float] = []
-        per_thread = max(1, args.requests // args.concurrency)
-
-        def requester():
-            for n in range(per_thread):
-                started = time.perf_counter()
-                get_user.send(n).get_result(backend=backend, block=True, timeout=30_000)
-                concurrent.append((time.perf_counter() - started) * 1000)
-
-        threads = [threading.Thread(target=requester) for _ in range(args.concurrency)]
-        wall = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - wall
+        client = subprocess.run(
+            [ctx.python, "-m", "benchmarks.rr_client", app, "--users", str(USERS),
+             "--sequential", str(ctx.size(500, 20)), "--warmup", str(ctx.size(20, 2)),
+             "--concurrency", str(ctx.size(CONCURRENCY, 5)), "--per-thread", str(ctx.size(20, 2))],
+            env=env, capture_output=True, text=True, timeout=300, cwd=ctx.workdir)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        backend.close()
-        broker.close()
-    print("\nget_user round trip, responder in a separate worker process (1 x 8 threads)\n")
-    print("| mode | requests | p50 ms | p99 ms | max ms | requests/s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print(f"| sequential | {len(sequential)} | {statistics.median(sequential):.2f} | {percentile(sequential, 0.99):.2f} "
-          f"| {max(sequential):.2f} | {len(sequential) / (sum(sequential) / 1000):,.0f} |")
-    print(f"| {args.concurrency} concurrent | {len(concurrent)} | {statistics.median(concurrent):.2f} "
-          f"| {percentile(concurrent, 0.99):.2f} | {max(concurrent):.2f} | {len(concurrent) / wall:,.0f} |")
+        procs.stop(responder)
+    if client.returncode:
+        raise RuntimeError(f"the requester failed: {client.stderr.strip()[-400:]}; responder: {procs.tail(log, 3)}")
+    report = json.loads(client.stdout)
+    if report["errors"]:
+        raise RuntimeError(f"{len(report['errors'])} requests failed, e.g. {report['errors'][0]}")
+    return report
 
 
-if __name__ == "__main__":
-    main()
+def seed(ctx: Context, env: dict) -> None:
+    """Creates the schema and the users the requester asks for."""
+    from tasks.store import Store
+
+    store = Store(env["DATABASE_URL"])
+    store.create_schema()
+    for n in range(1, USERS + 1):
+        store.create_user(name=f"User {n}", email=f"user{n}@example.com", task_id=f"seed-{n}")
+    store.engine.dispose()

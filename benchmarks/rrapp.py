@@ -1,19 +1,26 @@
-"""The responder of the request/response benchmark: a get_user-like actor with results on Kafka."""
+"""The Redis baseline of the request/response benchmark: ``get_user`` as ``tasks.auth`` has it
+(a lookup in the same store), on Dramatiq's RedisBroker with its RedisBackend for results.
+
+Configured by ``BENCH_REDIS_URL``, ``BENCH_QUEUE`` and ``DATABASE_URL``.  The Kafka side of the
+benchmark runs the real ``tasks.auth`` instead.
+"""
 
 import os
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend
 
-from broker import KafkaBroker, KafkaResultBackend, ReplyRouting
+from tasks.store import get_store
 
-broker = KafkaBroker(partitions=4)
-backend = KafkaResultBackend(topic=os.environ.get("RESULTS_TOPIC", "bench-results"))
+broker = RedisBroker(url=os.environ.get("BENCH_REDIS_URL"))
+backend = RedisBackend(url=os.environ.get("BENCH_REDIS_URL"))
 broker.add_middleware(Results(backend=backend))
-broker.add_middleware(ReplyRouting(backend))
 dramatiq.set_broker(broker)
 
 
-@dramatiq.actor(queue_name=os.environ.get("BENCH_QUEUE", "bench_rr"), store_results=True, max_retries=0)
-def get_user(user_id):
-    return {"id": user_id, "name": f"user-{user_id}", "email": f"user{user_id}@example.com"}
+@dramatiq.actor(queue_name=os.environ.get("BENCH_QUEUE", "auth"), store_results=True, max_retries=0, priority=0)
+def get_user(user_id: int) -> dict | None:
+    """Returns the user with this id, or ``None``."""
+    return get_store().get_user(int(user_id))

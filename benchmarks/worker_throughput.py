@@ -1,68 +1,178 @@
-"""No-op actor throughput of one worker process, on KafkaBroker and on Dramatiq's StubBroker.
+"""Scenario 1, worker throughput: a no-op actor, one worker process with 1 and with 8 threads.
 
-Run: ``python benchmarks/worker_throughput.py [--messages N] [--threads N] [--runs N]`` with
-``KAFKA_BOOTSTRAP_SERVERS`` pointing at a broker (``make kafka`` starts one).  Prints a table of
-tasks/s: median, min and max over the runs, and the Kafka/Stub ratio measured in the same run.
+Messages are enqueued first; then a worker starts, and tasks/s is counted from the first task's
+start to the last one's, so a consumer group's join is not part of it.  The Dramatiq brokers run
+their worker in this process (as ``dramatiq.Worker``); Celery runs ``celery worker -P threads``
+in a child process.  The raw confluent-kafka consumer reads the same number of records of the
+same size with no framework at all: the client's limit.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
+import math
 import time
-import uuid
+from pathlib import Path
 
 import dramatiq
-from dramatiq.brokers.stub import StubBroker
 
-from broker import KafkaBroker
+from . import procs
+from .brokers import NAMES, SERVERS, enqueue_all, make_broker
+from .context import Context
+from .kafka_raw import consume_all, create_topic, idempotent_producer, produce_all
+from .probe import Probe, collect, progress, rate, wait_progress
+from .rows import row, unavailable
+
+NAME = "worker_throughput"
+TITLE = "1. Worker throughput (no-op actor, one worker process)"
+
+#: Threads per worker process.
+THREADS = (1, 8)
+
+#: The Dramatiq brokers, subject first.
+DRAMATIQ = ("kafka", "stub", "redis", "rabbitmq")
+
+#: Every system measured, in the report's order.
+SYSTEMS = (*DRAMATIQ, "celery", "celery-defaults", "raw")
+
+#: Display names of the systems that are no Dramatiq broker.
+OTHERS = {"celery": "Celery 5 on Kafka (polling_interval 0.01 s)", "celery-defaults": "Celery 5 on Kafka (defaults)",
+          "raw": "confluent-kafka Consumer (raw)"}
+
+#: How long one measurement may take before it counts as failed (s).
+TIMEOUT = 180
+
+#: The longest a worker runs in one measurement (s): slow baselines are counted over this window.
+WINDOW = 4.0
+
+#: A worker that starts no task for this long has stalled (s); its rate is counted until then.
+STALL = 3.0
 
 
-def measure(broker, messages: int, threads: int) -> float:
-    queue_name = f"bench_{uuid.uuid4().hex[:8]}"
+def messages(ctx: Context, system: str, threads: int) -> int:
+    """Messages per measurement: enough for 1-4 s of work each (Celery is ~100x slower)."""
+    full = {"kafka": 20_000, "stub": 20_000, "redis": 5_000, "rabbitmq": 8_000, "celery": 2_000,
+            "celery-defaults": 300, "raw": 100_000}[system]
+    return ctx.size(int(full), {"celery": 50, "celery-defaults": 10, "raw": 2_000}.get(system, 200))
 
-    @dramatiq.actor(queue_name=queue_name, broker=broker, max_retries=0)
+
+def run(ctx: Context) -> list[dict]:
+    results: dict[tuple[int, str], list[float]] = {}
+    notes: dict[tuple[int, str], str] = {}
+    for _ in range(ctx.run_count):
+        for threads in THREADS:
+            for system in SYSTEMS:
+                key = (threads, system)
+                missing = ctx.missing(SERVERS[system]) if system in SERVERS else None
+                if missing:
+                    notes[key] = missing
+                    continue
+                t0 = time.monotonic()
+                try:
+                    if system.startswith("celery"):
+                        variant = "defaults" if system == "celery-defaults" else "tuned"
+                        value = measure_celery(ctx, threads, messages(ctx, system, threads), variant)
+                    elif system == "raw":
+                        value = measure_raw(ctx, messages(ctx, system, threads))
+                    else:
+                        value = measure_dramatiq(ctx, system, threads, messages(ctx, system, threads))
+                except Exception as e:  # A baseline that breaks is reported, not fatal.
+                    if system in ("kafka", "stub"):
+                        raise
+                    notes[key] = str(e) if isinstance(e, RuntimeError) else f"failed: {type(e).__name__}: {e}"
+                    continue
+                results.setdefault(key, []).append(value)
+                print(f"    {threads} {system}: {value:,.0f}/s ({time.monotonic() - t0:.1f} s)", flush=True)
+    rows = []
+    for threads in THREADS:
+        case = f"{threads} thread{'s' if threads > 1 else ''}"
+        for system in SYSTEMS:
+            name = OTHERS.get(system) or NAMES[system]
+            values = results.get((threads, system), [])
+            note = notes.get((threads, system), "")
+            if system == "raw":
+                note = note or "one consumer thread, no framework"
+            if values and any(not math.isnan(v) for v in values):
+                rows.append(row(NAME, case, name, "throughput", "tasks/s", values, note=note))
+            else:
+                rows.append(unavailable(NAME, case, name, note or "did not finish", metric="throughput", unit="tasks/s"))
+    return rows
+
+
+def measure_dramatiq(ctx: Context, kind: str, threads: int, count: int) -> float:
+    """Returns tasks/s of one in-process Dramatiq worker on a fresh queue."""
+    broker = make_broker(kind, bootstrap_servers=ctx.bootstrap_servers, prefix=ctx.prefix(),
+                         redis_url=ctx.urls.get("redis"), rabbitmq_url=ctx.urls.get("rabbitmq"),
+                         confirm_delivery=False)
+    probe = Probe()
+
     def noop(n):
-        pass
+        probe.hit()
 
-    batch = [noop.message(n) for n in range(messages)]
-    if isinstance(broker, KafkaBroker):
-        for start in range(0, messages, 5_000):
-            broker.enqueue_many(batch[start:start + 5_000])
-    else:
-        for message in batch:
-            broker.enqueue(message)
+    actor = dramatiq.actor(noop, broker=broker, queue_name=ctx.queue("noop"), max_retries=0)
+    enqueue_all(broker, [actor.message(n) for n in range(count)])
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
-    started = time.perf_counter()
     worker.start()
-    broker.join(queue_name, timeout=600_000)
-    elapsed = time.perf_counter() - started
-    worker.stop()
-    return messages / elapsed
+    try:
+        started = probe.wait(1, TIMEOUT)
+        probe.wait(count, ctx.size(WINDOW, 1.0))
+    finally:
+        worker.stop()
+        broker.close()
+    return probe.rate() if started else math.nan
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    results = {"StubBroker": [], "KafkaBroker": []}
-    for _ in range(args.runs):
-        stub = StubBroker()
-        stub.emit_after("process_boot")
-        results["StubBroker"].append(measure(stub, args.messages, args.threads))
-        kafka = KafkaBroker(commit_interval_ms=100)
-        results["KafkaBroker"].append(measure(kafka, args.messages, args.threads))
-        kafka.close()
-    stub_median = statistics.median(results["StubBroker"])
-    print(f"\nNo-op actor, 1 process x {args.threads} threads, {args.messages} messages, {args.runs} runs\n")
-    print("| broker | tasks/s (median) | min | max | vs StubBroker |")
-    print("|---|---:|---:|---:|---:|")
-    for name, values in results.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:,.0f} | {min(values):,.0f} | {max(values):,.0f} | {median / stub_median:.2f}x |")
+def measure_celery(ctx: Context, threads: int, count: int, variant: str) -> float:
+    """Returns tasks/s of one ``celery worker -P threads -c <threads>`` process.
+
+    Kombu's Kafka transport runs the last prefetched tasks only when the worker stops (they wait
+    behind a 5 s poll); the rate is counted up to that stall, in Celery's favour.
+    """
+    try:
+        from .celeryapp import make_app, send_many
+    except ImportError as e:
+        raise RuntimeError(f"Celery is not installed ({e}); pip install -e '.[bench]'") from None
+    host = ctx.bootstrap_servers.split(",")[0]
+    url = f"confluentkafka://{host}"
+    queue = ctx.queue("celery")
+    send_many(make_app(url, variant), queue, count)
+    probe_dir = Path(ctx.workdir) / f"probe-{queue}"
+    probe_dir.mkdir(parents=True)
+    log = Path(ctx.workdir) / "logs" / f"celery-{queue}.log"
+    worker = procs.start(
+        [ctx.bin("celery"), "-A", "benchmarks.celeryapp", "worker", "-P", "threads", "-c", str(threads), "-Q", queue,
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+        ctx.env(BENCH_CELERY_BROKER=url, BENCH_CELERY_VARIANT=variant, BENCH_PROBE_DIR=probe_dir), log)
+    try:
+        if not wait_progress(probe_dir, 1, TIMEOUT):
+            raise RuntimeError(f"Celery ran no task; {procs.tail(log, 3)}")
+        deadline = time.monotonic() + ctx.size(WINDOW, 1.0)
+        last_count, last_change = 0, time.monotonic()
+        while time.monotonic() < deadline and last_count < count and time.monotonic() - last_change < STALL:
+            time.sleep(0.05)
+            if progress(probe_dir) != last_count:
+                last_count, last_change = progress(probe_dir), time.monotonic()
+    finally:
+        # Its final report counts only the tasks started before the stop, not those run during it.
+        stop_requested = time.time()
+        procs.stop(worker, timeout=20)
+    result = collect(probe_dir)
+    if not result["processes"]:
+        raise RuntimeError(f"the Celery worker wrote no report; {procs.tail(log, 3)}")
+    before_stop = sorted(t for t in result["samples"] if t < stop_requested)
+    return rate(len(before_stop), before_stop[0], before_stop[-1]) if before_stop else math.nan
 
 
-if __name__ == "__main__":
-    main()
+def measure_raw(ctx: Context, count: int) -> float:
+    """Returns records/s of a bare confluent-kafka consumer reading records as big as the tasks."""
+    topic = f"{ctx.prefix()}raw"
+    create_topic(ctx.bootstrap_servers, topic, partitions=4)
+    value = task_sized_record()
+    produce_all(idempotent_producer(ctx.bootstrap_servers, **{"linger.ms": 5}), topic, [value] * count)
+    records, first, last = consume_all(ctx.bootstrap_servers, topic, f"{topic}-group", count, timeout=TIMEOUT)
+    return records / (last - first) if last > first else math.nan
+
+
+def task_sized_record() -> bytes:
+    """Returns a record as big as a no-op task's message."""
+    return dramatiq.Message(queue_name="noop_0123abcd", actor_name="noop", args=(123456,), kwargs={},
+                            options={}).encode()

@@ -1,0 +1,78 @@
+"""What every scenario is given: where the servers are, how many runs, and how big a run is."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The repository root: worker processes run from here so that ``benchmarks`` and ``tasks`` import.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Context:
+    """The settings of one benchmark session.
+
+    Parameters:
+      bootstrap_servers(str): The Kafka cluster.
+      workdir(Path): A temporary folder for probe files, databases and logs.
+      runs(int): How many times each figure is measured.
+      smoke(bool): Run each scenario for about a second, for the smoke test: sizes shrink.
+      urls(dict): ``redis`` and ``rabbitmq`` URLs of the baselines' servers, where they run.
+      errors(dict): Why a baseline's server is not running.
+    """
+
+    bootstrap_servers: str
+    workdir: Path
+    runs: int = 3
+    smoke: bool = False
+    urls: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+
+    def size(self, full: int, smoke: int) -> int:
+        """Returns a message count (or duration) for this mode."""
+        return smoke if self.smoke else full
+
+    @property
+    def run_count(self) -> int:
+        return 1 if self.smoke else self.runs
+
+    def prefix(self) -> str:
+        """Returns a fresh ``KAFKA_PREFIX``: every topic and group of a run is new."""
+        return f"bench-{uuid.uuid4().hex[:10]}."
+
+    def queue(self, name: str) -> str:
+        """Returns a queue name no earlier run used (Redis and RabbitMQ have no prefix)."""
+        return f"{name}_{uuid.uuid4().hex[:8]}"
+
+    def missing(self, service: str) -> str | None:
+        """Returns why ``redis`` or ``rabbitmq`` is unavailable, or None when it runs."""
+        if service in self.urls:
+            return None
+        return self.errors.get(service, f"{service} is not running")
+
+    def env(self, **extra) -> dict:
+        """Returns the environment of a child process: this one's, the cluster, and ``extra``."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("KAFKA_", "BENCH_"))}
+        env.update({
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if "redis" in self.urls:
+            env["BENCH_REDIS_URL"] = self.urls["redis"]
+        if "rabbitmq" in self.urls:
+            env["BENCH_RABBITMQ_URL"] = self.urls["rabbitmq"]
+        env.update({key: str(value) for key, value in extra.items()})
+        return env
+
+    @property
+    def python(self) -> str:
+        return sys.executable
+
+    def bin(self, name: str) -> str:
+        """Returns the path of a console script installed next to this Python (gunicorn, celery)."""
+        return str(Path(sys.executable).parent / name)

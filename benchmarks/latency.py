@@ -1,0 +1,141 @@
+"""Scenario 3, end-to-end latency: from the enqueue call to the actor's start, at fixed rates.
+
+Sender threads in this process enqueue ``stamp(time.time())`` at 100/s and then 1,000/s (open
+loop: a late send does not delay the schedule); a worker process with 8 threads notes, at the
+actor's start, how long ago its message was enqueued.  The sender and the worker share the
+machine's two cores with Kafka.  StubBroker runs its worker in this process: the ceiling.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+
+from .brokers import NAMES, SERVERS, join, make_broker
+from .context import Context
+from .probe import Probe
+from .rows import median_run, percentile, row, unavailable
+from .workers import WorkerProcess
+
+NAME = "latency"
+TITLE = "3. End-to-end latency (enqueue to actor start)"
+
+#: Rates (messages/s) and how long each is held in a full run (s).
+RATES = ((100, 4.0), (1_000, 2.0))
+
+#: Sender threads: a confirmed send takes a round trip, so one thread could not keep 1,000/s.
+SENDERS = 4
+
+SYSTEMS = ("kafka", "stub", "redis", "rabbitmq")
+
+
+def run(ctx: Context) -> list[dict]:
+    samples: dict[tuple[str, int], list[list[float]]] = {}
+    notes: dict[str, str] = {}
+    for _ in range(ctx.run_count):
+        for kind in SYSTEMS:
+            missing = ctx.missing(SERVERS[kind]) if kind in SERVERS else None
+            if missing:
+                notes[kind] = missing
+                continue
+            try:
+                measured = _measure_stub(ctx) if kind == "stub" else _measure(ctx, kind)
+            except Exception as e:
+                if kind == "kafka":
+                    raise
+                notes[kind] = f"failed: {type(e).__name__}: {e}"
+                continue
+            for rate, values in measured.items():
+                samples.setdefault((kind, rate), []).append(values)
+    rows = []
+    for rate, _ in RATES:
+        case = f"{rate:,}/s"
+        for kind in SYSTEMS:
+            runs = samples.get((kind, rate))
+            if not runs:
+                rows.append(unavailable(NAME, case, NAMES[kind], notes.get(kind, "not measured"), metric="p50", unit="ms"))
+                continue
+            note = "worker in this process" if kind == "stub" else ""
+            rows.append(row(NAME, case, NAMES[kind], "p50", "ms", [percentile(r, 0.5) for r in runs], better="lower",
+                            note=note, samples=median_run(runs)))
+            rows.append(row(NAME, case, NAMES[kind], "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower"))
+            rows.append(row(NAME, case, NAMES[kind], "max", "ms", [max(r) for r in runs], better="lower"))
+    return rows
+
+
+def _durations(ctx: Context):
+    return [(rate, ctx.size(seconds, 0.5)) for rate, seconds in RATES]
+
+
+def _measure(ctx: Context, kind: str) -> dict[int, list[float]]:
+    """Runs the rates against a worker process; returns each rate's latencies (ms)."""
+    result = {}
+    with WorkerProcess(ctx, kind, name="latency") as worker:
+        worker.warm_up()
+        stamp = worker.actors["stamp"]
+        expected = 0
+        for rate, seconds in _durations(ctx):
+            sent = paced(lambda: stamp.send(time.time()), rate, seconds)
+            expected += sent
+            worker.wait(expected, 60)
+            result[rate] = sent
+        report = worker.stop()
+    samples, start = report["samples"], 0
+    for rate, sent in list(result.items()):
+        result[rate], start = samples[start:start + sent], start + sent
+    return result
+
+
+def _measure_stub(ctx: Context) -> dict[int, list[float]]:
+    broker = make_broker("stub")
+    probe = Probe()
+
+    def stamp(sent_at):
+        probe.hit((time.time() - sent_at) * 1000)
+
+    queue = ctx.queue("latency")
+    actor = dramatiq.actor(stamp, broker=broker, queue_name=queue, max_retries=0)
+    worker = dramatiq.Worker(broker, worker_threads=8)
+    worker.start()
+    result, expected = {}, 0
+    try:
+        for rate, seconds in _durations(ctx):
+            sent = paced(lambda: actor.send(time.time()), rate, seconds)
+            expected += sent
+            probe.wait(expected, 60)
+            join(broker, queue, 60_000)
+            result[rate] = sent
+    finally:
+        worker.stop()
+    samples, start = probe.snapshot()["samples"], 0
+    for rate, sent in list(result.items()):
+        result[rate], start = samples[start:start + sent], start + sent
+    return result
+
+
+def paced(send, rate: float, seconds: float, senders: int = SENDERS) -> int:
+    """Calls ``send()`` ``rate`` times a second for ``seconds``, from ``senders`` threads.
+
+    Returns:
+      How many sends were made.
+    """
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+    counts = [0] * senders
+
+    def sender(i: int) -> None:
+        for n in range(i, total, senders):
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            send()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts)

@@ -1,0 +1,76 @@
+"""Scenario 7, scaling: no-op throughput with 1, 2 and 4 worker processes, by partition count.
+
+``kafka-tasks worker benchmarks.workerapp --processes N --threads 8`` runs on a fresh queue whose
+topic has 1, 4 or 8 partitions.  Once every process has joined the consumer group, messages (each
+with its own partition key, so they spread over the partitions) are enqueued, and tasks/s is
+counted from the first task's start to the last one's, over all processes.  A partition is
+consumed by one process at a time, so processes beyond the partition count sit idle; on a
+2-core machine shared with Kafka, processes beyond two mostly compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
+
+from .brokers import enqueue_all
+from .context import Context
+from .probe import rate
+from .rows import row
+from .workers import WorkerProcess
+
+NAME = "scaling"
+TITLE = "7. Scaling: worker processes and partitions"
+
+PROCESSES = (1, 2, 4)
+
+PARTITIONS = (1, 4, 8)
+
+
+def grid(ctx: Context) -> list[tuple[int, int]]:
+    """The (partitions, processes) pairs measured."""
+    if ctx.smoke:
+        return [(4, 1), (1, 2)]
+    return [(partitions, processes) for partitions in PARTITIONS for processes in PROCESSES
+            if not (partitions == 8 and processes < 4)]
+
+
+def run(ctx: Context) -> list[dict]:
+    measured: dict[tuple[int, int], list[float]] = {}
+    for _ in range(ctx.run_count):
+        for partitions, processes in grid(ctx):
+            measured.setdefault((partitions, processes), []).append(measure(ctx, partitions, processes))
+    return [row(NAME, f"{partitions} partition{'s' if partitions > 1 else ''}", "KafkaBroker",
+                f"{processes} process{'es' if processes > 1 else ''}", "tasks/s", values,
+                note="8 threads per process")
+            for (partitions, processes), values in measured.items()]
+
+
+def measure(ctx: Context, partitions: int, processes: int) -> float:
+    count = ctx.size(20_000, 300)
+    with WorkerProcess(ctx, "kafka", processes=processes, partitions=partitions, name="scale") as worker:
+        worker.warm_up()
+        _wait_for_members(worker, processes, timeout=60)
+        noop = worker.actors["noop"]
+        messages = [noop.message_with_options(args=(n,), partition_key=n) for n in range(count)]
+        enqueue_all(worker.broker, messages, threads=2)
+        finished = worker.wait(count, 180)
+        report = worker.stop()
+    if not finished:
+        raise RuntimeError(f"{processes} processes ran {report['count']} of {count} tasks")
+    return rate(report["count"], report["first"], report["last"])
+
+
+def _wait_for_members(worker: WorkerProcess, members: int, timeout: float) -> None:
+    """Waits until the queue's consumer group is stable with every process in it."""
+    admin = AdminClient(worker.broker.settings.client_config())
+    group = worker.broker.settings.group(worker.queue)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        description = admin.describe_consumer_groups([group])[group].result(10)
+        if description.state == ConsumerGroupState.STABLE and len(description.members) >= members:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the consumer group did not reach {members} members in {timeout:.0f} s")

@@ -1,0 +1,197 @@
+"""The servers the benchmarks talk to, run as child processes on free loopback ports.
+
+Kafka comes from ``broker.devkafka.LocalKafka`` (ephemeral) unless ``KAFKA_BOOTSTRAP_SERVERS`` is
+set.  Redis and RabbitMQ are Debian's ``redis-server`` and ``rabbitmq-server``, each with its data
+in a temporary folder; when one is missing or fails to start, its baselines are reported as
+unavailable instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from broker.devkafka import LocalKafka, free_port
+
+#: The RabbitMQ server script itself: Debian's /usr/sbin wrapper would switch to the rabbitmq user.
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+#: How long RabbitMQ may take to boot (it takes about 10 s on a 2-core machine).
+RABBITMQ_START_TIMEOUT = 60
+
+
+class ServiceUnavailable(Exception):
+    """A server could not be started; the message says why, in one line."""
+
+
+def _wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServiceUnavailable(f"exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise ServiceUnavailable(f"did not listen on port {port} within {timeout:.0f}s")
+
+
+def _stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
+    """Stops a child started in a session of its own, with everything it started."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class Kafka:
+    """The Kafka cluster: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a throwaway local broker."""
+
+    def __init__(self) -> None:
+        self.local: LocalKafka | None = None
+        self.bootstrap_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+
+    def start(self) -> str:
+        if not self.bootstrap_servers:
+            self.local = LocalKafka(port=free_port())
+            self.local.start()
+            self.bootstrap_servers = self.local.bootstrap_servers
+        return self.bootstrap_servers
+
+    def stop(self) -> None:
+        if self.local is not None:
+            self.local.stop()
+
+
+class Redis:
+    """``redis-server`` without persistence, on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "redis"
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        server = shutil.which("redis-server")
+        if not server:
+            raise ServiceUnavailable("redis-server is not installed (apt-get install redis-server)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        with open(self.dir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        _wait_for_port(port, 20, self.process)
+        self.url = f"redis://127.0.0.1:{port}/0"
+        return self.url
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+class Rabbitmq:
+    """``rabbitmq-server`` with its own node name, ports, epmd and data folder."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "rabbitmq"
+        self.epmd: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        epmd = shutil.which("epmd")
+        if not os.access(RABBITMQ_SERVER, os.X_OK) or not epmd:
+            raise ServiceUnavailable("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        port, dist_port, epmd_port = free_port(), free_port(), free_port()
+        env = {
+            **os.environ,
+            "HOME": str(self.dir),  # where the Erlang cookie goes
+            "ERL_EPMD_PORT": str(epmd_port),
+            "RABBITMQ_NODENAME": f"bench-{uuid.uuid4().hex[:8]}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
+        }
+        with open(self.dir / "server.log", "ab") as log:
+            # Our own epmd, in the foreground, so that stopping it is ours to do.
+            self.epmd = subprocess.Popen([epmd, "-port", str(epmd_port)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen([RABBITMQ_SERVER], cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for_port(port, RABBITMQ_START_TIMEOUT, self.process)
+        except ServiceUnavailable as e:
+            self.stop()
+            raise ServiceUnavailable(f"rabbitmq-server {e}; see {self.dir / 'server.log'}") from None
+        self.url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+        return self.url
+
+    def stop(self) -> None:
+        _stop(self.process, timeout=30)
+        _stop(self.epmd, timeout=5)
+
+
+class Services:
+    """Kafka, Redis and RabbitMQ for one benchmark session.
+
+    Parameters:
+      redis(bool), rabbitmq(bool): Whether to start them at all.
+    """
+
+    def __init__(self, *, redis: bool = True, rabbitmq: bool = True) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="kafka-tasks-bench-"))
+        self.kafka = Kafka()
+        self.redis = Redis(self.workdir) if redis else None
+        self.rabbitmq = Rabbitmq(self.workdir) if rabbitmq else None
+        self.errors: dict[str, str] = {}
+        self.urls: dict[str, str] = {}
+
+    def start(self) -> None:
+        """Starts Kafka (failing if it cannot), then the baselines' servers (noting why not)."""
+        self.urls["kafka"] = self.kafka.start()
+        for name, service in (("redis", self.redis), ("rabbitmq", self.rabbitmq)):
+            if service is None:
+                self.errors[name] = "not started (smoke mode)"
+                continue
+            try:
+                self.urls[name] = service.start()
+            except (ServiceUnavailable, OSError) as e:
+                self.errors[name] = str(e)
+
+    def stop(self) -> None:
+        for service in (self.rabbitmq, self.redis):
+            if service is not None:
+                service.stop()
+        self.kafka.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Services:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark suite: every scenario runs for about a second, so none rots.
+
+No timing is asserted: each scenario must return well-formed rows, and KafkaBroker's (and, where
+the scenario has one, StubBroker's) figures must be there.  Baselines whose servers or packages
+are missing (redis-server, rabbitmq-server, Celery, wrk, py-spy) may be reported unavailable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import dramatiq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import SCENARIOS  # noqa: E402
+from benchmarks.context import Context  # noqa: E402
+from benchmarks.rows import KEYS  # noqa: E402
+from benchmarks.services import Rabbitmq, Redis, ServiceUnavailable  # noqa: E402
+
+pytestmark = pytest.mark.kafka
+
+#: Scenarios whose StubBroker figures must be measured (it needs nothing installed).
+WITH_STUB = {"worker_throughput", "enqueue", "latency"}
+
+#: Scenarios that may report everything unavailable: the gateway is optional here, py-spy too.
+OPTIONAL = {"http_signup", "profiles"}
+
+
+@pytest.fixture(scope="module")
+def bench(kafka, tmp_path_factory):
+    """A smoke-mode benchmark context on the session's Kafka, with Redis and RabbitMQ if installed."""
+    workdir = tmp_path_factory.mktemp("bench")
+    urls, errors, services = {}, {}, []
+    for name, service in (("redis", Redis(workdir)), ("rabbitmq", Rabbitmq(workdir))):
+        try:
+            urls[name] = service.start()
+            services.append(service)
+        except (ServiceUnavailable, OSError) as e:
+            errors[name] = str(e)
+    previous = dramatiq.get_broker()
+    yield Context(bootstrap_servers=kafka, workdir=workdir, runs=1, smoke=True, urls=urls, errors=errors)
+    dramatiq.set_broker(previous)
+    for service in services:
+        service.stop()
+
+
+def assert_well_formed(name: str, rows: list[dict]) -> None:
+    assert rows, f"{name} returned no rows"
+    for r in rows:
+        assert set(KEYS) <= set(r), f"{name}: a row lacks {set(KEYS) - set(r)}"
+        assert r["scenario"] == name
+        assert r["status"] in ("ok", "unavailable")
+        assert isinstance(r["case"], str) and isinstance(r["system"], str) and isinstance(r["metric"], str)
+        if r["status"] == "ok":
+            assert r["runs"], r
+            for value in (*r["runs"], r["median"], r["min"], r["max"]):
+                assert isinstance(value, float) and math.isfinite(value), r
+            # Lateness and memory growth may dip below zero; nothing else may.
+            if not r["metric"].startswith(("lateness", "RSS growth")):
+                assert min(r["runs"]) >= 0, r
+            assert r["min"] <= r["median"] <= r["max"], r
+        else:
+            assert r["note"], f"{name}: an unavailable row must say why: {r}"
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_runs_and_returns_well_formed_rows(bench, name):
+    # Given a scenario, in smoke mode on the real Kafka
+    module = importlib.import_module(f"benchmarks.{name}")
+    # When it runs
+    rows = module.run(bench)
+    # Then its rows are well formed, with KafkaBroker's figures (and StubBroker's where it has them)
+    assert_well_formed(name, rows)
+    if name not in OPTIONAL:
+        assert any(r["status"] == "ok" and "KafkaBroker" in r["system"] for r in rows), rows
+    if name in WITH_STUB:
+        assert any(r["status"] == "ok" and r["system"] == "StubBroker" for r in rows), rows
+
+
+def test_report_is_written_from_rows(tmp_path):
+    # Given rows as the scenarios return them
+    from benchmarks import report
+    from benchmarks.rows import row, unavailable
+
+    rows = [row("worker_throughput", "8 threads", "KafkaBroker", "throughput", "tasks/s", [6000.0, 7000.0, 6500.0]),
+            row("worker_throughput", "8 threads", "StubBroker", "throughput", "tasks/s", [9000.0, 9500.0, 9100.0]),
+            unavailable("worker_throughput", "8 threads", "RedisBroker", "redis-server is not installed",
+                        metric="throughput", unit="tasks/s")]
+    # When the report is written
+    report.write({"scenarios": {"worker_throughput": {"rows": rows, "runs": 3}}, "machine": {"CPU": "2 cores"}},
+                 tmp_path / "benchmarks.md")
+    # Then it has the figures, the ratio to the baseline, the verdict and the reason for the missing one
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "6,500" in text and "0.71x StubBroker" in text
+    assert "redis-server is not installed" in text
+    assert "| No-op worker throughput, 8 threads ≥ 5,000 tasks/s | 6,500 tasks/s | met |" in text
