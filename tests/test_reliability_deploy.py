@@ -84,7 +84,11 @@ def test_sigterm_to_the_worker_groups_mid_stream_loses_and_doubles_nothing(servi
                         lambda: consumer_lag(kafka, services.prefix), timeout=60)
     counts = payment_counts(services.store)
     records = topic_records(kafka, services.prefix)
-    redelivered = services.log_text("payments").count(" was already recorded")
+    payments_log = services.log_text("payments")
+    redelivered = payments_log.count(" was already recorded")
+    # A payment whose get_user went unanswered while auth restarted is retried through a delay
+    # topic, and so comes back to the payments topic once more.
+    retried = payments_log.count("Retrying message ")
 
     report("Deploy", "worker processes signalled (auth, payments)",
            f"{len(members['auth'])}, {len(members['payments'])}")
@@ -103,6 +107,6 @@ def test_sigterm_to_the_worker_groups_mid_stream_loses_and_doubles_nothing(servi
     assert at_stop < len(expected), "the stop found nothing in flight"
     assert set(counts) == expected, f"missing: {sorted(expected - set(counts))[:20]}"
     assert max(counts.values()) == 1, f"recorded twice: {[k for k, n in counts.items() if n > 1][:20]}"
-    assert records.get("payments") == len(expected), records
+    assert records.get("payments") == len(expected) + retried, (records, retried)
     assert records.get("payments.XQ", 0) == 0, records
     assert redelivered == 0, f"{redelivered} finished payments ran again after a clean SIGTERM stop"
