@@ -9,6 +9,7 @@ is unique by its idempotency key.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import threading
@@ -16,8 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, select, text, update,
+    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, select, text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -82,8 +84,39 @@ class Task(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
     def to_dict(self) -> dict:
-        return {"taskId": self.id, "kind": self.kind, "status": self.status, "result": self.result,
-                "error": self.error, "createdAt": self.created_at, "updatedAt": self.updated_at}
+        return _task_dict(self)
+
+
+def _task_dict(task) -> dict:
+    """A task (an ORM object or a row of the table) as the API shows it."""
+    return {"taskId": task.id, "kind": task.kind, "status": task.status, "result": task.result,
+            "error": task.error, "createdAt": task.created_at, "updatedAt": task.updated_at}
+
+
+_tasks = Task.__table__
+
+#: INSERT constructs that support ``ON CONFLICT``, by dialect name.
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+class _TaskWrites:
+    """The task table's frequent upserts, built once per store: building a statement costs more
+    than running it.  Each takes the whole row as parameters.
+    """
+
+    def __init__(self, insert) -> None:
+        row = insert(_tasks)
+        #: Submitted: new, or ``submitting`` becomes ``queued``; a worker's status stays.
+        self.queued = row.on_conflict_do_update(
+            index_elements=[_tasks.c.id], set_={"status": row.excluded.status, "updated_at": row.excluded.updated_at},
+            where=_tasks.c.status == "submitting",
+        )
+        moved = {name: row.excluded[name] for name in ("status", "result", "error", "updated_at")}
+        #: A final status replaces any other.
+        self.finished = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved)
+        #: A status on the way (running, retrying) replaces any but a final one.
+        self.progressed = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
+                                                    where=_tasks.c.status.not_in(FINAL_STATUSES))
 
 
 class EmailTaken(Exception):
@@ -203,72 +236,84 @@ class Store:
     # Task statuses ------------------------------------------------------------------------------
 
     def add_task(self, *, task_id: str, kind: str, idempotency_key: str | None = None) -> dict:
-        """Records a new task as ``submitting``: about to be sent.
+        """Records a new task as ``submitting``: about to be sent.  Only a task with an idempotency
+        key needs this, so that a repeated key finds it while it is being sent.
 
         Returns:
           The task; when ``idempotency_key`` was used before, the earlier task instead.
         """
-        with Session(self.engine) as session:
+        with self.engine.begin() as connection:
             if idempotency_key is not None:
-                earlier = session.scalar(select(Task).where(Task.idempotency_key == idempotency_key))
+                earlier = connection.execute(_tasks.select().where(_tasks.c.idempotency_key == idempotency_key)).first()
                 if earlier is not None:
-                    return earlier.to_dict()
-            task = Task(id=task_id, kind=kind, status="submitting", idempotency_key=idempotency_key)
-            session.add(task)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                earlier = session.scalar(select(Task).where(Task.idempotency_key == idempotency_key))
-                if earlier is None:
-                    raise
-                return earlier.to_dict()
-            return task.to_dict()
-
-    def mark_queued(self, task_id: str) -> None:
-        """Marks a submitted task as ``queued``, unless a worker already moved it on."""
-        with Session(self.engine) as session:
-            session.execute(
-                update(Task).where(Task.id == task_id, Task.status == "submitting")
-                .values(status="queued", updated_at=_utcnow())
+                    return _task_dict(earlier)
+            now = _utcnow()
+            inserted = connection.execute(
+                self._insert(_tasks).values(id=task_id, kind=kind, status="submitting", idempotency_key=idempotency_key,
+                                            created_at=now, updated_at=now)
+                .on_conflict_do_nothing()
             )
-            session.commit()
+            if inserted.rowcount:
+                return self._task_in(connection, task_id)
+        # A concurrent request with the same key won the race.
+        earlier = self.get_task_by_key(idempotency_key) if idempotency_key is not None else self.get_task(task_id)
+        if earlier is None:
+            raise RuntimeError(f"task {task_id} could not be recorded")
+        return earlier
+
+    def get_task_by_key(self, idempotency_key: str) -> dict | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(_tasks.select().where(_tasks.c.idempotency_key == idempotency_key)).first()
+            return None if row is None else _task_dict(row)
+
+    def mark_queued(self, task_id: str, kind: str) -> None:
+        """Records that Kafka holds a task: one write.
+
+        A task recorded as ``submitting`` becomes ``queued``; a task not recorded yet is recorded as
+        ``queued``; a task a worker already moved on keeps its status.
+        """
+        now = _utcnow()
+        with self.engine.begin() as connection:
+            connection.execute(self._writes.queued, {"id": task_id, "kind": kind, "status": "queued",
+                                                     "created_at": now, "updated_at": now})
 
     def forget_task(self, task_id: str) -> None:
         """Removes a task that never reached Kafka."""
-        with Session(self.engine) as session:
-            task = session.get(Task, task_id)
-            if task is not None:
-                session.delete(task)
-                session.commit()
+        with self.engine.begin() as connection:
+            connection.execute(_tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == "submitting"))
 
     def set_status(self, task_id: str, kind: str, status: str, *, result=None, error: str | None = None) -> None:
-        """Moves a task to a status, creating its row if the task came from elsewhere.
+        """Moves a task to a status, creating its row if the task came from elsewhere: one write.
 
         A finished task (``succeeded``, ``failed``, ``dead``) never goes back to running: a
         redelivery of a finished task does not change what the caller was told.
         """
-        with Session(self.engine) as session:
-            task = session.get(Task, task_id)
-            if task is None:
-                task = Task(id=task_id, kind=kind, status=status)
-                session.add(task)
-            elif task.status in FINAL_STATUSES and status not in FINAL_STATUSES:
-                return
-            task.status = status
-            task.result = json.loads(json.dumps(result, default=str)) if result is not None else None
-            task.error = error
-            task.updated_at = _utcnow()
-            try:
-                session.commit()
-            except IntegrityError:  # a concurrent first write of this task: apply ours on top
-                session.rollback()
-                self.set_status(task_id, kind, status, result=result, error=error)
+        now = _utcnow()
+        statement = self._writes.finished if status in FINAL_STATUSES else self._writes.progressed
+        result = json.loads(json.dumps(result, default=str)) if result is not None else None
+        with self.engine.begin() as connection:
+            connection.execute(statement, {"id": task_id, "kind": kind, "status": status, "result": result,
+                                           "error": error, "created_at": now, "updated_at": now})
+
+    @functools.cached_property
+    def _writes(self) -> _TaskWrites:
+        return _TaskWrites(self._insert)
 
     def get_task(self, task_id: str) -> dict | None:
-        with Session(self.engine) as session:
-            task = session.get(Task, task_id)
-            return None if task is None else task.to_dict()
+        with self.engine.connect() as connection:
+            return self._task_in(connection, task_id)
+
+    @staticmethod
+    def _task_in(connection, task_id: str) -> dict | None:
+        row = connection.execute(_tasks.select().where(_tasks.c.id == task_id)).first()
+        return None if row is None else _task_dict(row)
+
+    def _insert(self, table):
+        """An INSERT that can say ``ON CONFLICT``, in the engine's dialect."""
+        try:
+            return _INSERTS[self.engine.dialect.name](table)
+        except KeyError:
+            raise RuntimeError(f"unsupported database {self.engine.dialect.name!r}: use SQLite or PostgreSQL") from None
 
 
 #: Statuses after which a task is over.

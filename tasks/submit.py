@@ -1,9 +1,9 @@
 """Submitting tasks: recorded, then sent, and acknowledged by Kafka before anyone is told so.
 
-The gateway calls these.  A task is recorded as ``submitting`` first, so that a repeated
-``Idempotency-Key`` finds it; only once Kafka has acknowledged the message does it become
-``queued``.  If the send fails, the record is removed and the error propagates: the caller
-answers 503, and nothing was promised.
+The gateway calls these.  A task is recorded as ``queued`` once Kafka has acknowledged its
+message: one write.  A task with an ``Idempotency-Key`` is recorded as ``submitting`` before it is
+sent, so that a repeated key finds it; if the send fails, that record is removed.  A failed send
+propagates: the caller answers 503, and nothing was promised.
 """
 
 from __future__ import annotations
@@ -36,15 +36,17 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
     """
     message = actor.message(*args)
     store = get_store()
-    task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key)
-    if task["taskId"] != message.message_id:
-        if task["status"] == "submitting":
-            raise SubmissionInProgress(task["taskId"])
-        return Submission(task["taskId"], created=False)
+    if idempotency_key is not None:
+        task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key)
+        if task["taskId"] != message.message_id:
+            if task["status"] == "submitting":
+                raise SubmissionInProgress(task["taskId"])
+            return Submission(task["taskId"], created=False)
     try:
         actor.broker.enqueue(message)
     except BaseException:
-        store.forget_task(message.message_id)
+        if idempotency_key is not None:
+            store.forget_task(message.message_id)
         raise
-    store.mark_queued(message.message_id)
+    store.mark_queued(message.message_id, actor.actor_name)
     return Submission(message.message_id, created=True)

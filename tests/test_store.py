@@ -107,5 +107,30 @@ def test_a_finished_task_does_not_go_back_to_running(store):
 def test_mark_queued_does_not_undo_a_workers_progress(store):
     store.add_task(task_id="a", kind="create_user")
     store.set_status("a", "create_user", "running")
-    store.mark_queued("a")
+    store.mark_queued("a", "create_user")
     assert store.get_task("a")["status"] == "running"
+
+
+def test_mark_queued_records_a_task_it_has_not_seen(store):
+    store.mark_queued("a", "create_user")
+    task = store.get_task("a")
+    assert (task["kind"], task["status"]) == ("create_user", "queued")
+
+
+def test_mark_queued_moves_a_submitting_task_to_queued(store):
+    store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
+    store.mark_queued("a", "process_payment")
+    assert store.get_task("a")["status"] == "queued"
+
+
+def test_a_status_creates_the_row_of_a_task_sent_from_elsewhere(store):
+    store.set_status("a", "create_user", "succeeded", result={"id": 7})
+    task = store.get_task("a")
+    assert (task["status"], task["result"]) == ("succeeded", {"id": 7})
+
+
+def test_forget_task_leaves_a_task_kafka_took(store):
+    store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
+    store.mark_queued("a", "process_payment")
+    store.forget_task("a")
+    assert store.get_task("a")["status"] == "queued"
