@@ -83,8 +83,13 @@ class KafkaConsumer(dramatiq.Consumer):
         self._last_commit = self._last_poll = time.monotonic()
         self._slot_freed = threading.Event()
         self._closed = False
-        self._consumer = Consumer(broker.consumer_config(group_id))
+        self._consumer = Consumer(self.client_config(broker, group_id))
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    @classmethod
+    def client_config(cls, broker, group_id: str) -> dict:
+        """Returns the librdkafka configuration of this kind of consumer."""
+        return broker.consumer_config(group_id)
 
     # Rebalances (called from inside poll, on the consumer thread) ---------------------------
 
@@ -258,6 +263,11 @@ class KafkaConsumer(dramatiq.Consumer):
             self._consumer.close()
 
 
+#: How long a delay consumer's fetch may wait at the broker for records; a due message can be
+#: this late, on top of its tier's granularity.
+DUE_FETCH_WAIT_MS = 50
+
+
 class DelayConsumer(KafkaConsumer):
     """Consumes a delay queue's tier topics and hands out only messages that are due.
 
@@ -272,6 +282,12 @@ class DelayConsumer(KafkaConsumer):
         self._tier_of_topic = {broker.settings.topic(tier.topic(queue_name)): tier for tier in tiers.tiers}
         self._held: dict[tuple[str, int], int] = {}
         super().__init__(broker, queue_name, topics, group_id, prefetch, timeout)
+
+    @classmethod
+    def client_config(cls, broker, group_id: str) -> dict:
+        # A partition resumed when its head comes due is fetched only once the fetch in flight
+        # returns, which an idle broker holds for fetch.wait.max.ms (librdkafka: 500 ms).
+        return {"fetch.wait.max.ms": DUE_FETCH_WAIT_MS, **super().client_config(broker, group_id)}
 
     def _forget(self, keys) -> None:
         for key in keys:

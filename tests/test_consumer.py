@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from broker import KafkaBroker
+from broker.consumer import DUE_FETCH_WAIT_MS, DelayConsumer, KafkaConsumer
 
 
 @pytest.fixture
@@ -135,3 +136,14 @@ def test_nack_dead_letters_then_commits(one_partition_broker, queue_name):
         assert [m.message_id for m in one_partition_broker.dead_letters] == [proxy.message_id]
     finally:
         consumer.close()
+
+
+def test_a_delay_consumer_fetches_within_a_short_wait_so_due_messages_are_not_held_back():
+    broker = KafkaBroker(bootstrap_servers="127.0.0.1:1")
+    assert DelayConsumer.client_config(broker, "q.DQ")["fetch.wait.max.ms"] == DUE_FETCH_WAIT_MS
+    assert "fetch.wait.max.ms" not in KafkaConsumer.client_config(broker, "q")
+
+
+def test_consumer_config_given_to_the_broker_overrides_the_delay_consumers_fetch_wait():
+    broker = KafkaBroker(bootstrap_servers="127.0.0.1:1", consumer_config={"fetch.wait.max.ms": 200})
+    assert DelayConsumer.client_config(broker, "q.DQ")["fetch.wait.max.ms"] == 200
