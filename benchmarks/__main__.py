@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
               + "; ".join(f"{name}: {services.urls.get(name) or services.errors.get(name)}" for name in ("redis", "rabbitmq")),
               flush=True)
         ctx = Context(bootstrap_servers=services.urls["kafka"], workdir=services.workdir, runs=args.runs,
-                      smoke=args.smoke, urls=dict(services.urls), errors=dict(services.errors))
+                      smoke=args.smoke, urls=dict(services.urls), errors=dict(services.errors),
+                      kafka_pid=services.kafka.pid)
         results = {"scenarios": dict(previous.get("scenarios", {})), "runs": args.runs, "smoke": args.smoke}
         for name in names:
             print(f"\n== {name}", flush=True)

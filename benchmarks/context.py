@@ -23,6 +23,8 @@ class Context:
       smoke(bool): Run each scenario for about a second, for the smoke test: sizes shrink.
       urls(dict): ``redis`` and ``rabbitmq`` URLs of the baselines' servers, where they run.
       errors(dict): Why a baseline's server is not running.
+      kafka_pid(int): The local Kafka broker's process, whose CPU time scenarios may account for;
+        None when the cluster is elsewhere.
     """
 
     bootstrap_servers: str
@@ -31,6 +33,7 @@ class Context:
     smoke: bool = False
     urls: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
+    kafka_pid: int | None = None
 
     def size(self, full: int, smoke: int) -> int:
         """Returns a message count (or duration) for this mode."""

@@ -4,8 +4,10 @@ A worker process (8 threads) starts and warms up; its resident memory is read; t
 messages delayed by an hour are enqueued and stay pending for the whole run.  Meanwhile probe
 messages are sent at a steady rate with delays from 0.2 s to 6 s (so they cross delay tiers and
 hop between them), and each notes how late it started against its eta.  Memory is read again at
-the end, and sampled throughout for its peak.  Baseline: Dramatiq's RedisBroker, whose worker
-holds up to 1,000 delayed messages per thread in memory until they are due.
+the end, and sampled throughout for its peak.  Baselines: Dramatiq's RedisBroker, whose worker
+holds up to 1,000 delayed messages per thread in memory until they are due; and KafkaBroker with
+its delay consumers' ``fetch.wait.max.ms`` back at librdkafka's default (500 ms) instead of
+``broker.consumer.DUE_FETCH_WAIT_MS``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 
 from . import procs
-from .brokers import NAMES, enqueue_all
+from .brokers import enqueue_all
 from .context import Context
 from .latency import paced
 from .rows import median_run, percentile, row, unavailable
@@ -30,7 +32,12 @@ PENDING_DELAY_MS = 3_600_000
 #: The probes' delays (s), drawn uniformly.
 PROBE_DELAYS = (0.2, 6.0)
 
-SYSTEMS = ("kafka", "redis")
+#: Each system: its name in the report, the broker kind, and consumer settings.
+SYSTEMS = {
+    "KafkaBroker": ("kafka", None),
+    "Kafka, librdkafka's fetch wait (500 ms)": ("kafka", {"fetch.wait.max.ms": 500}),
+    "RedisBroker": ("redis", None),
+}
 
 
 def run(ctx: Context) -> list[dict]:
@@ -39,45 +46,45 @@ def run(ctx: Context) -> list[dict]:
     measured: dict[str, list[dict]] = {}
     notes: dict[str, str] = {}
     for _ in range(ctx.run_count):
-        for kind in SYSTEMS:
+        for system, (kind, consumer_config) in SYSTEMS.items():
             if kind == "redis" and ctx.missing("redis"):
-                notes[kind] = ctx.missing("redis")
+                notes[system] = ctx.missing("redis")
                 continue
             try:
-                measured.setdefault(kind, []).append(measure(ctx, kind, pending))
+                measured.setdefault(system, []).append(measure(ctx, kind, pending, consumer_config))
             except Exception as e:
-                if kind == "kafka":
+                if system == "KafkaBroker":
                     raise
-                notes[kind] = f"failed: {type(e).__name__}: {e}"
+                notes[system] = f"failed: {type(e).__name__}: {e}"
     rows = []
-    for kind in SYSTEMS:
-        runs = measured.get(kind, [])
+    for system in SYSTEMS:
+        runs = measured.get(system, [])
         if not runs:
-            rows.append(unavailable(NAME, case, NAMES[kind], notes.get(kind, "not measured"), metric="lateness p99",
+            rows.append(unavailable(NAME, case, system, notes.get(system, "not measured"), metric="lateness p99",
                                     unit="ms"))
             continue
-        rows.append(row(NAME, case, NAMES[kind], "RSS before", "MiB", [r["rss_before"] for r in runs], better="lower"))
-        rows.append(row(NAME, case, NAMES[kind], "RSS after", "MiB", [r["rss_after"] for r in runs], better="lower",
+        rows.append(row(NAME, case, system, "RSS before", "MiB", [r["rss_before"] for r in runs], better="lower"))
+        rows.append(row(NAME, case, system, "RSS after", "MiB", [r["rss_after"] for r in runs], better="lower",
                         note="with the pending messages still pending"))
-        rows.append(row(NAME, case, NAMES[kind], "RSS peak", "MiB", [r["rss_peak"] for r in runs], better="lower"))
-        rows.append(row(NAME, case, NAMES[kind], "RSS growth", "MiB", [r["rss_after"] - r["rss_before"] for r in runs],
+        rows.append(row(NAME, case, system, "RSS peak", "MiB", [r["rss_peak"] for r in runs], better="lower"))
+        rows.append(row(NAME, case, system, "RSS growth", "MiB", [r["rss_after"] - r["rss_before"] for r in runs],
                         better="lower"))
         delivered = [100 * len(r["lateness"]) / r["sent"] for r in runs]
-        rows.append(row(NAME, case, NAMES[kind], "probes delivered", "%", delivered,
+        rows.append(row(NAME, case, system, "probes delivered", "%", delivered,
                         note=f"{runs[0]['sent']:,} probes per run, waited up to {runs[0]['waited']:.0f} s"))
         lateness = [r["lateness"] for r in runs if r["lateness"]]
         if lateness:
-            rows.append(row(NAME, case, NAMES[kind], "lateness p50", "ms", [percentile(v, 0.5) for v in lateness],
+            rows.append(row(NAME, case, system, "lateness p50", "ms", [percentile(v, 0.5) for v in lateness],
                             better="lower", samples=median_run(lateness)))
-            rows.append(row(NAME, case, NAMES[kind], "lateness p99", "ms", [percentile(v, 0.99) for v in lateness],
+            rows.append(row(NAME, case, system, "lateness p99", "ms", [percentile(v, 0.99) for v in lateness],
                             better="lower"))
         else:
-            rows.append(unavailable(NAME, case, NAMES[kind], "no probe was delivered", metric="lateness p99", unit="ms"))
+            rows.append(unavailable(NAME, case, system, "no probe was delivered", metric="lateness p99", unit="ms"))
     return rows
 
 
-def measure(ctx: Context, kind: str, pending: int) -> dict:
-    with WorkerProcess(ctx, kind, name="delays") as worker:
+def measure(ctx: Context, kind: str, pending: int, consumer_config: dict | None = None) -> dict:
+    with WorkerProcess(ctx, kind, name="delays", consumer_config=consumer_config) as worker:
         worker.warm_up()
         pid = worker.pids[0]
         time.sleep(ctx.size(1.0, 0.2))

@@ -36,7 +36,8 @@ CONNECTIONS = 16
 
 SYSTEMS = {"kafka": "gateway on KafkaBroker", "stub": "gateway on StubBroker"}
 
-METRICS = (("throughput", "requests/s", "higher"), ("p50", "ms", "lower"), ("p99", "ms", "lower"))
+METRICS = (("throughput", "requests/s", "higher"), ("p50", "ms", "lower"), ("p99", "ms", "lower"),
+           ("gateway CPU", "ms per request", "lower"), ("Kafka CPU", "ms per request", "lower"))
 
 
 def web_command() -> str:
@@ -73,6 +74,8 @@ def run(ctx: Context) -> list[dict]:
         errors = sum(r["errors"] for r in runs)
         note = f"{runs[0]['tool']}; {errors:,} non-2xx or failed requests" if errors else runs[0]["tool"]
         for metric, unit, better in METRICS:
+            if metric not in runs[0]:
+                continue
             rows.append(row(NAME, case, system, metric, unit, [r[metric] for r in runs], better=better,
                             note=note if metric == "throughput" else ""))
     return rows
@@ -113,14 +116,20 @@ def measure(ctx: Context, kind: str) -> dict:
         if status != 202:
             raise RuntimeError(f"a sign-up was answered {status}, not 202: {procs.tail(log, 5)}")
         seconds = ctx.size(8, 1)
-        if shutil.which("wrk"):
-            if not ctx.smoke:
-                _wrk(port, 2)  # warm-up: every gunicorn thread, the producer, SQLite
-            result = _wrk(port, seconds)
-        else:
-            result = _python_load(port, seconds)
+        if shutil.which("wrk") and not ctx.smoke:
+            _wrk(port, 2)  # warm-up: every gunicorn thread, the producer, SQLite
+        # Where the CPU goes: the gunicorn arbiter and its workers, and the Kafka broker.
+        gateway = [web.pid, *procs.children(web.pid)]
+        kafka = [ctx.kafka_pid] if ctx.kafka_pid else []
+        before = procs.cpu_seconds(*gateway), procs.cpu_seconds(*kafka)
+        result = _wrk(port, seconds) if shutil.which("wrk") else _python_load(port, seconds)
+        used = procs.cpu_seconds(*gateway) - before[0], procs.cpu_seconds(*kafka) - before[1]
     finally:
         procs.stop(web)
+    requests = max(result.pop("requests"), 1)
+    result["gateway CPU"] = used[0] * 1000 / requests
+    if kafka:
+        result["Kafka CPU"] = used[1] * 1000 / requests
     return result
 
 
@@ -151,6 +160,7 @@ def _wrk(port: int, seconds: int) -> dict:
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     try:
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        requests = int(re.search(r"(\d+) requests in ", out).group(1))
         p50 = _ms(re.search(r"^\s*50%\s+(\S+)\s*$", out, re.M).group(1))
         p99 = _ms(re.search(r"^\s*99%\s+(\S+)\s*$", out, re.M).group(1))
     except AttributeError:
@@ -158,7 +168,8 @@ def _wrk(port: int, seconds: int) -> dict:
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
-    return {"throughput": rate, "p50": p50, "p99": p99, "errors": errors, "tool": f"wrk, {seconds} s"}
+    return {"throughput": rate, "p50": p50, "p99": p99, "errors": errors, "requests": requests,
+            "tool": f"wrk, {seconds} s"}
 
 
 def _python_load(port: int, seconds: float) -> dict:
@@ -197,4 +208,4 @@ def _python_load(port: int, seconds: float) -> dict:
     from .rows import percentile
 
     return {"throughput": len(latencies) / elapsed, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
-            "errors": errors[0], "tool": "Python client (wrk is not installed)"}
+            "errors": errors[0], "requests": len(latencies), "tool": "Python client (wrk is not installed)"}

@@ -50,6 +50,19 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(*pids: int) -> float:
+    """Returns the CPU time (user and system) the processes have used so far, in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            # The command name may hold spaces; the fields after it are fixed.
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Returns the pids of a process's children."""
     try:

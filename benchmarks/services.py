@@ -73,6 +73,12 @@ class Kafka:
             self.bootstrap_servers = self.local.bootstrap_servers
         return self.bootstrap_servers
 
+    @property
+    def pid(self) -> int | None:
+        """The local broker's process, if Kafka is local."""
+        process = self.local.process if self.local is not None else None
+        return process.pid if process is not None else None
+
     def stop(self) -> None:
         if self.local is not None:
             self.local.stop()

@@ -6,6 +6,8 @@ the sender's messages are the worker's.  The worker reports to its own probe fol
 
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 
@@ -39,7 +41,7 @@ class WorkerProcess:
     """
 
     def __init__(self, ctx: Context, kind: str, *, processes: int = 1, threads: int = 8, partitions: int = 4,
-                 name: str = "bench") -> None:
+                 name: str = "bench", consumer_config: dict | None = None) -> None:
         self.ctx = ctx
         self.kind = kind
         self.queue = ctx.queue(name)
@@ -56,6 +58,8 @@ class WorkerProcess:
             self.broker.ensure_topics()
         env = ctx.env(BENCH_BROKER=kind, BENCH_QUEUE=self.queue, BENCH_PARTITIONS=partitions,
                       BENCH_PROBE_DIR=self.probe_dir, KAFKA_PREFIX=self.prefix)
+        if consumer_config:
+            env["BENCH_CONSUMER_CONFIG"] = json.dumps(consumer_config)
         if processes == 1:
             command = [ctx.python, "-m", "broker.worker", "benchmarks.workerapp", "--threads", str(threads)]
         else:
