@@ -15,7 +15,6 @@ import logging
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from . import SCENARIOS
 from .context import ROOT, Context

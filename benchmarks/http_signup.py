@@ -5,8 +5,10 @@ cluster, a fresh ``KAFKA_PREFIX``, a SQLite ``DATABASE_URL`` and ``PORT``, after
 ``kafka-tasks release``; only its bind address is narrowed from 0.0.0.0 to 127.0.0.1.  wrk (from
 Debian's packages) holds a fixed number of connections open for a fixed time, every request a new
 sign-up.  A sign-up is answered 202 once Kafka has stored the task.  Baseline: the same gateway on
-Dramatiq's StubBroker, which costs nothing, so the difference is the price of Kafka.  Without wrk,
-a small Python client stands in (and says so).
+Dramatiq's StubBroker, which costs nothing, so the difference is the price of Kafka.  The CPU
+time the gunicorn processes and the local Kafka broker used during the load, divided by the
+requests served, shows where the cores go.  Without wrk, a small Python client stands in (and
+says so).
 """
 
 from __future__ import annotations
