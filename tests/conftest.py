@@ -139,6 +139,16 @@ def worker(kafka_broker):
 
 
 @pytest.fixture
+def services(kafka, tmp_path):
+    """The Procfile's processes on the session's Kafka, with what fault scenarios need
+    (:class:`tests.services.Services`); stopped after the test."""
+    from tests.services import Services
+
+    with Services(kafka, tmp_path) as services:
+        yield services
+
+
+@pytest.fixture
 def sqlite_url(tmp_path, monkeypatch) -> str:
     """A fresh SQLite database for the test, made the process's ``DATABASE_URL``."""
     url = f"sqlite:///{tmp_path / 'kafka-tasks.db'}"

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from broker import PARTITION_KEY, KafkaBroker
 from tasks.store import Payment, Store, Task, User
+from tests.processes import group_members
 from tests.system import ROOT, System, call, procfile
 
 #: The queues of the reference system; each has a main and a delay (``.DQ``) consumer group.
@@ -27,21 +28,6 @@ QUEUES = ("auth", "payments")
 
 #: How often waits poll the database, Kafka or the processes (s).
 POLL = 0.1
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """Returns ``(ppid, pgid)`` of a live (non-zombie) process, or ``None``."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # After "pid (comm) ": state ppid pgrp ...
-    return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[2]))
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live processes of the process group ``pgid``."""
-    return sorted(int(e) for e in os.listdir("/proc") if e.isdigit() and (_stat(int(e)) or (0, 0))[1] == pgid)
 
 
 def rss_kib(pid: int) -> int | None:

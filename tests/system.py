@@ -80,6 +80,17 @@ class System:
             time.sleep(0.2)
         raise AssertionError(f"the web process never became ready:\n{self.log('web')}")
 
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()[-3000:]
 

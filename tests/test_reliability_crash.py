@@ -12,7 +12,6 @@ import pytest
 
 from tests.reliability import report
 from tests.services import (
-    Services,
     consumer_lag,
     payment_counts,
     task_statuses,
@@ -28,16 +27,6 @@ PAYMENTS = 2_000
 
 #: SIGKILLs of the payments worker.
 KILLS = 2
-
-
-@pytest.fixture
-def services(kafka, tmp_path):
-    services = Services(kafka, tmp_path)
-    try:
-        services.start()
-        yield services
-    finally:
-        services.stop()
 
 
 @pytest.mark.timeout(300)

@@ -12,7 +12,6 @@ import pytest
 
 from tests.reliability import report
 from tests.services import (
-    Services,
     Stream,
     consumer_lag,
     payment_counts,
@@ -33,16 +32,6 @@ EXIT_WITHIN = 25
 
 #: The worker process types.
 WORKERS = ("auth", "payments")
-
-
-@pytest.fixture
-def services(kafka, tmp_path):
-    services = Services(kafka, tmp_path)
-    try:
-        services.start()
-        yield services
-    finally:
-        services.stop()
 
 
 @pytest.mark.timeout(240)

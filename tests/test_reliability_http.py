@@ -30,7 +30,7 @@ import tasks.app  # noqa: E402
 from gateway import create_app  # noqa: E402
 from tasks.store import Store  # noqa: E402
 from tests.reliability import report  # noqa: E402
-from tests.services import Services, Stream, consumer_lag, task_statuses  # noqa: E402
+from tests.services import Stream, consumer_lag, task_statuses  # noqa: E402
 
 pytestmark = pytest.mark.reliability
 
@@ -141,16 +141,6 @@ WARM_UP = 5
 
 #: How much a process's RSS may grow over the steady load and still count as flat.
 RSS_GROWTH = 0.25
-
-
-@pytest.fixture
-def services(kafka, tmp_path):
-    services = Services(kafka, tmp_path)
-    try:
-        services.start()
-        yield services
-    finally:
-        services.stop()
 
 
 def _percentile(values, share: float) -> float:

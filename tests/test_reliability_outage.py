@@ -67,12 +67,9 @@ def own_kafka(tmp_path):
 
 @pytest.fixture
 def services(own_kafka, tmp_path):
-    services = Services(own_kafka.bootstrap_servers, tmp_path)
-    try:
-        services.start()
+    """The system on this test's own Kafka, which it stops and starts (overrides conftest's)."""
+    with Services(own_kafka.bootstrap_servers, tmp_path) as services:
         yield services
-    finally:
-        services.stop()
 
 
 def sign_up(n: int):

@@ -10,12 +10,8 @@ from tests.system import System, call
 
 @pytest.fixture
 def system(kafka, tmp_path):
-    system = System(kafka, tmp_path)
-    try:
-        system.start()
+    with System(kafka, tmp_path) as system:
         yield system
-    finally:
-        system.stop()
 
 
 def test_sign_up_lookup_and_pay_end_to_end(system):

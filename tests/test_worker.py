@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from broker import KafkaBroker
+from tests.processes import children_of, group_members
 
 pytestmark = pytest.mark.kafka
 
@@ -34,36 +35,6 @@ POLL = 0.01
 
 
 # Processes ----------------------------------------------------------------------------------
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """Returns ``(ppid, pgid)`` of a live (non-zombie) process, or ``None``."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # After "pid (comm) ": state ppid pgrp ...
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[1]), int(fields[2])
-
-
-def _live_pids():
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None:
-                yield int(entry), stat
-
-
-def children_of(pid: int) -> list[int]:
-    """The live child processes of ``pid``."""
-    return sorted(p for p, (ppid, _) in _live_pids() if ppid == pid)
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live processes of the process group ``pgid``."""
-    return sorted(p for p, (_, group) in _live_pids() if group == pgid)
-
 
 class Worker:
     """One ``kafka-tasks worker tests.workerapp --processes 1`` command, in a session of its own."""
