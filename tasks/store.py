@@ -18,12 +18,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, select, text,
+    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: The SQLite file used when ``DATABASE_URL`` is not set.
 DEFAULT_SQLITE_PATH = Path("var") / "kafka-tasks.db"
@@ -50,9 +49,6 @@ class User(Base):
     created_by: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
-    def to_dict(self) -> dict:
-        return {"id": self.id, "name": self.name, "email": self.email}
-
 
 class Payment(Base):
     __tablename__ = "payments"
@@ -64,10 +60,6 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     task_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "userId": self.user_id, "amount": f"{self.amount:.2f}", "currency": self.currency,
-                "idempotencyKey": self.idempotency_key}
 
 
 class Task(Base):
@@ -84,17 +76,25 @@ class Task(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
-    def to_dict(self) -> dict:
-        return _task_dict(self)
+
+def _user_dict(user) -> dict:
+    """A user as the API shows it."""
+    return {"id": user.id, "name": user.name, "email": user.email}
+
+
+def _payment_dict(payment) -> dict:
+    """A payment as the API shows it."""
+    return {"id": payment.id, "userId": payment.user_id, "amount": f"{payment.amount:.2f}",
+            "currency": payment.currency, "idempotencyKey": payment.idempotency_key}
 
 
 def _task_dict(task) -> dict:
-    """A task (an ORM object or a row of the table) as the API shows it."""
+    """A task as the API shows it."""
     return {"taskId": task.id, "kind": task.kind, "status": task.status, "result": task.result,
             "error": task.error, "createdAt": task.created_at, "updatedAt": task.updated_at}
 
 
-_tasks = Task.__table__
+_users, _payments, _tasks = User.__table__, Payment.__table__, Task.__table__
 
 #: INSERT constructs that support ``ON CONFLICT``, by dialect name.
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -190,26 +190,17 @@ class Store:
         Raises:
           EmailTaken: If another task already registered the email.
         """
-        with self._write_lock, Session(self.engine) as session:
-            mine = session.scalar(select(User).where(User.created_by == task_id))
-            if mine is not None:
-                return mine.to_dict()
-            user = User(name=name, email=email, created_by=task_id)
-            session.add(user)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                mine = session.scalar(select(User).where(User.created_by == task_id))
-                if mine is not None:  # a concurrent redelivery of this very task won
-                    return mine.to_dict()
-                raise EmailTaken(email) from None
-            return user.to_dict()
+        with self._write_lock, self.engine.begin() as connection:
+            user, _ = self._insert_once(connection, _users, "created_by",
+                                        {"name": name, "email": email, "created_by": task_id, "created_at": _utcnow()})
+        if user is None:
+            raise EmailTaken(email)
+        return _user_dict(user)
 
     def get_user(self, user_id: int) -> dict | None:
-        with Session(self.engine) as session:
-            user = session.get(User, user_id)
-            return None if user is None else user.to_dict()
+        with self.engine.connect() as connection:
+            user = connection.execute(_users.select().where(_users.c.id == user_id)).first()
+            return None if user is None else _user_dict(user)
 
     # Payments -----------------------------------------------------------------------------------
 
@@ -220,24 +211,17 @@ class Store:
         Returns:
           The payment, and whether this call recorded it (False: it was recorded before).
         """
-        with self._write_lock, Session(self.engine) as session:
-            existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
-            if existing is not None:
-                return existing.to_dict(), False
-            payment = Payment(idempotency_key=idempotency_key, user_id=user_id, amount=amount, currency=currency,
-                              task_id=task_id)
-            session.add(payment)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
-                return existing.to_dict(), False
-            return payment.to_dict(), True
+        with self._write_lock, self.engine.begin() as connection:
+            payment, created = self._insert_once(
+                connection, _payments, "idempotency_key",
+                {"idempotency_key": idempotency_key, "user_id": user_id, "amount": amount, "currency": currency,
+                 "task_id": task_id, "created_at": _utcnow()},
+            )
+        return _payment_dict(payment), created
 
     def payments(self) -> list[dict]:
-        with Session(self.engine) as session:
-            return [p.to_dict() for p in session.scalars(select(Payment).order_by(Payment.id))]
+        with self.engine.connect() as connection:
+            return [_payment_dict(p) for p in connection.execute(_payments.select().order_by(_payments.c.id))]
 
     # Task statuses ------------------------------------------------------------------------------
 
@@ -248,29 +232,33 @@ class Store:
         Returns:
           The task; when ``idempotency_key`` was used before, the earlier task instead.
         """
+        now = _utcnow()
         with self._write_lock, self.engine.begin() as connection:
-            if idempotency_key is not None:
-                earlier = connection.execute(_tasks.select().where(_tasks.c.idempotency_key == idempotency_key)).first()
-                if earlier is not None:
-                    return _task_dict(earlier)
-            now = _utcnow()
-            inserted = connection.execute(
-                self._insert(_tasks).values(id=task_id, kind=kind, status="submitting", idempotency_key=idempotency_key,
-                                            created_at=now, updated_at=now)
-                .on_conflict_do_nothing()
+            task, _ = self._insert_once(
+                connection, _tasks, "id" if idempotency_key is None else "idempotency_key",
+                {"id": task_id, "kind": kind, "status": "submitting", "idempotency_key": idempotency_key,
+                 "created_at": now, "updated_at": now},
             )
-            if inserted.rowcount:
-                return self._task_in(connection, task_id)
-        # A concurrent request with the same key won the race.
-        earlier = self.get_task_by_key(idempotency_key) if idempotency_key is not None else self.get_task(task_id)
-        if earlier is None:
-            raise RuntimeError(f"task {task_id} could not be recorded")
-        return earlier
+        return _task_dict(task)
 
-    def get_task_by_key(self, idempotency_key: str) -> dict | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(_tasks.select().where(_tasks.c.idempotency_key == idempotency_key)).first()
-            return None if row is None else _task_dict(row)
+    def _insert_once(self, connection, table, key: str, values: dict):
+        """Inserts a row unless one with the same value in the unique column ``key`` exists: how a
+        redelivered or repeated request finds its earlier work instead of doing it twice.
+
+        Returns:
+          The row with that key (None if the insert met a conflict on another unique column), and
+          whether this call inserted it.
+        """
+        find = table.select().where(table.c[key] == values[key])
+        row = connection.execute(find).first()
+        if row is not None:
+            return row, False
+        inserted = connection.execute(
+            self._insert(table).values(**values).on_conflict_do_nothing().returning(*table.c)
+        ).first()
+        if inserted is not None:
+            return inserted, True
+        return connection.execute(find).first(), False  # a concurrent writer of the same key won
 
     def mark_queued(self, task_id: str, kind: str) -> None:
         """Records that Kafka holds a task: one write.
@@ -307,12 +295,8 @@ class Store:
 
     def get_task(self, task_id: str) -> dict | None:
         with self.engine.connect() as connection:
-            return self._task_in(connection, task_id)
-
-    @staticmethod
-    def _task_in(connection, task_id: str) -> dict | None:
-        row = connection.execute(_tasks.select().where(_tasks.c.id == task_id)).first()
-        return None if row is None else _task_dict(row)
+            row = connection.execute(_tasks.select().where(_tasks.c.id == task_id)).first()
+            return None if row is None else _task_dict(row)
 
     def _insert(self, table):
         """An INSERT that can say ``ON CONFLICT``, in the engine's dialect."""

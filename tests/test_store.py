@@ -68,20 +68,35 @@ def test_a_payment_is_recorded_once_per_idempotency_key(store):
     assert store.payments() == [first]
 
 
-def test_concurrent_redeliveries_of_a_payment_record_it_once(store):
+def at_once(call, times: int = 8) -> list:
+    """Runs ``call`` from several threads at once; returns what each returned."""
     outcomes = []
-
-    def pay():
-        outcomes.append(store.record_payment(idempotency_key="same", user_id=1, amount=Decimal("5"),
-                                             currency="USD", task_id="t")[1])
-
-    threads = [threading.Thread(target=pay) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: outcomes.append(call())) for _ in range(times)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return outcomes
+
+
+def test_concurrent_redeliveries_of_a_payment_record_it_once(store):
+    outcomes = at_once(lambda: store.record_payment(idempotency_key="same", user_id=1, amount=Decimal("5"),
+                                                    currency="USD", task_id="t")[1])
     assert sorted(outcomes) == [False] * 7 + [True]
     assert len(store.payments()) == 1
+
+
+def test_concurrent_redeliveries_of_a_sign_up_return_one_user(store):
+    users = at_once(lambda: store.create_user(name="Ada", email="ada@example.com", task_id="t"))
+    assert len({user["id"] for user in users}) == 1
+    assert store.get_user(users[0]["id"] + 1) is None
+
+
+def test_concurrent_requests_with_one_idempotency_key_share_a_task(store):
+    tasks = iter(range(100))
+    task_ids = at_once(lambda: store.add_task(task_id=f"t-{next(tasks)}", kind="process_payment",
+                                              idempotency_key="order-1")["taskId"])
+    assert len(set(task_ids)) == 1
 
 
 def test_money_keeps_its_cents_exactly(store):
