@@ -60,7 +60,11 @@ class DurableProducer:
     def __init__(self, config: dict, *, delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS) -> None:
         self.delivery_timeout_ms = delivery_timeout_ms
         self._producer = Producer({
-            "linger.ms": 1,
+            # Every send waits for its acknowledgement, so lingering only adds latency: librdkafka
+            # still batches what queues up while a request is in flight, and bulk sends arrive
+            # together.  (Against 1 ms, by hand: single sends p50 0.6-0.8 ms instead of 2.4 ms,
+            # HTTP sign-ups 800-990/s instead of 630-785/s, bulk sends about the same.)
+            "linger.ms": 0,
             **config,
             "enable.idempotence": True,
             "acks": "all",

@@ -86,7 +86,7 @@ class KafkaResultBackend(ResultBackend):
             if self._pid == os.getpid():
                 return
             self.ensure_topic()
-            self._producer = DurableProducer({**self.settings.client_config(), "linger.ms": 0})
+            self._producer = DurableProducer(self.settings.client_config())
             self._listener = None
             self._book = ReplyBook()
             self._reply_partition = random.randrange(self.partitions)
