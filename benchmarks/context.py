@@ -79,3 +79,31 @@ class Context:
     def bin(self, name: str) -> str:
         """Returns the path of a console script installed next to this Python (gunicorn, celery)."""
         return str(Path(sys.executable).parent / name)
+
+    def measure_in_turn(self, measures: dict, *, subject, servers: dict | None = None) -> tuple[dict, dict]:
+        """Measures every system once per run, in turn, so that all of them meet the same machine.
+
+        Parameters:
+          measures(dict): Each system's key and a function that measures it once.
+          subject: The key of the system the scenario is about: its failure propagates.
+          servers(dict): The server (``redis``, ``rabbitmq``) a system needs, by key.
+
+        Returns:
+          The results of each system's runs, and why a system has none or fewer (a missing
+          server, or its error), both by key.
+        """
+        results: dict = {}
+        notes: dict = {}
+        for _ in range(self.run_count):
+            for key, measure in measures.items():
+                missing = self.missing(servers[key]) if servers and key in servers else None
+                if missing:
+                    notes[key] = missing
+                    continue
+                try:
+                    results.setdefault(key, []).append(measure())
+                except Exception as e:
+                    if key == subject:
+                        raise
+                    notes[key] = f"failed: {type(e).__name__}: {e}"
+        return results, notes

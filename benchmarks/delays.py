@@ -12,6 +12,8 @@ its delay consumers' ``fetch.wait.max.ms`` back at librdkafka's default (500 ms)
 
 from __future__ import annotations
 
+import functools
+
 import random
 import threading
 import time
@@ -43,19 +45,10 @@ SYSTEMS = {
 def run(ctx: Context) -> list[dict]:
     pending = ctx.size(100_000, 1_000)
     case = f"{pending:,} pending"
-    measured: dict[str, list[dict]] = {}
-    notes: dict[str, str] = {}
-    for _ in range(ctx.run_count):
-        for system, (kind, consumer_config) in SYSTEMS.items():
-            if kind == "redis" and ctx.missing("redis"):
-                notes[system] = ctx.missing("redis")
-                continue
-            try:
-                measured.setdefault(system, []).append(measure(ctx, kind, pending, consumer_config))
-            except Exception as e:
-                if system == "KafkaBroker":
-                    raise
-                notes[system] = f"failed: {type(e).__name__}: {e}"
+    measured, notes = ctx.measure_in_turn(
+        {system: functools.partial(measure, ctx, kind, pending, config) for system, (kind, config) in SYSTEMS.items()},
+        subject="KafkaBroker", servers={system: kind for system, (kind, _) in SYSTEMS.items() if kind == "redis"},
+    )
     rows = []
     for system in SYSTEMS:
         runs = measured.get(system, [])

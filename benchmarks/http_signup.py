@@ -13,6 +13,8 @@ says so).
 
 from __future__ import annotations
 
+import functools
+
 import http.client
 import json
 import re
@@ -56,16 +58,8 @@ def run(ctx: Context) -> list[dict]:
     if problem:
         return [unavailable(NAME, case, system, problem, metric=metric, unit=unit)
                 for system in SYSTEMS.values() for metric, unit, _ in METRICS]
-    results: dict[str, list[dict]] = {}
-    notes: dict[str, str] = {}
-    for _ in range(ctx.run_count):
-        for kind in SYSTEMS:
-            try:
-                results.setdefault(kind, []).append(measure(ctx, kind))
-            except Exception as e:
-                if kind == "kafka":
-                    raise
-                notes[kind] = f"failed: {type(e).__name__}: {e}"
+    results, notes = ctx.measure_in_turn({kind: functools.partial(measure, ctx, kind) for kind in SYSTEMS},
+                                         subject="kafka")
     rows = []
     for kind, system in SYSTEMS.items():
         runs = results.get(kind, [])

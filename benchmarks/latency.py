@@ -8,6 +8,8 @@ machine's two cores with Kafka.  StubBroker runs its worker in this process: the
 
 from __future__ import annotations
 
+import functools
+
 import threading
 import time
 
@@ -33,21 +35,12 @@ SYSTEMS = ("kafka", "stub", "redis", "rabbitmq")
 
 def run(ctx: Context) -> list[dict]:
     samples: dict[tuple[str, int], list[list[float]]] = {}
-    notes: dict[str, str] = {}
-    for _ in range(ctx.run_count):
-        for kind in SYSTEMS:
-            missing = ctx.missing(SERVERS[kind]) if kind in SERVERS else None
-            if missing:
-                notes[kind] = missing
-                continue
-            try:
-                measured = _measure_stub(ctx) if kind == "stub" else _measure(ctx, kind)
-            except Exception as e:
-                if kind == "kafka":
-                    raise
-                notes[kind] = f"failed: {type(e).__name__}: {e}"
-                continue
-            for rate, values in measured.items():
+    measures = {kind: functools.partial(_measure_stub, ctx) if kind == "stub" else functools.partial(_measure, ctx, kind)
+                for kind in SYSTEMS}
+    measured, notes = ctx.measure_in_turn(measures, subject="kafka", servers=SERVERS)
+    for kind, runs in measured.items():
+        for by_rate in runs:
+            for rate, values in by_rate.items():
                 samples.setdefault((kind, rate), []).append(values)
     rows = []
     for rate, _ in RATES:

@@ -9,6 +9,8 @@ RedisBroker with its RedisBackend (:mod:`benchmarks.rrapp`).
 
 from __future__ import annotations
 
+import functools
+
 import json
 import statistics
 import subprocess
@@ -30,19 +32,8 @@ SYSTEMS = {"kafka": "KafkaBroker + KafkaResultBackend", "redis": "RedisBroker + 
 
 
 def run(ctx: Context) -> list[dict]:
-    measured: dict[str, list[dict]] = {}
-    notes: dict[str, str] = {}
-    for _ in range(ctx.run_count):
-        for kind in SYSTEMS:
-            if kind == "redis" and ctx.missing("redis"):
-                notes[kind] = ctx.missing("redis")
-                continue
-            try:
-                measured.setdefault(kind, []).append(measure(ctx, kind))
-            except Exception as e:
-                if kind == "kafka":
-                    raise
-                notes[kind] = f"failed: {type(e).__name__}: {e}"
+    measured, notes = ctx.measure_in_turn({kind: functools.partial(measure, ctx, kind) for kind in SYSTEMS},
+                                          subject="kafka", servers={"redis": "redis"})
     rows = []
     for mode, case in (("sequential", "sequential"), ("concurrent", f"{CONCURRENCY} concurrent requesters")):
         for kind, system in SYSTEMS.items():

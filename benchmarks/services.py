@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -19,6 +18,8 @@ import uuid
 from pathlib import Path
 
 from broker.devkafka import LocalKafka, free_port
+
+from . import procs
 
 #: The RabbitMQ server script itself: Debian's /usr/sbin wrapper would switch to the rabbitmq user.
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -46,17 +47,8 @@ def _wait_for_port(port: int, timeout: float, process: subprocess.Popen | None =
 
 def _stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
     """Stops a child started in a session of its own, with everything it started."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if process is not None:
+        procs.stop(process, timeout)
 
 
 class Kafka:
