@@ -13,7 +13,6 @@ its delay consumers' ``fetch.wait.max.ms`` back at librdkafka's default (500 ms)
 from __future__ import annotations
 
 import functools
-
 import random
 import threading
 import time

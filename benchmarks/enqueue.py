@@ -10,7 +10,6 @@ Dramatiq's other brokers (RabbitMQ with publisher confirms, so that it also wait
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 
 import dramatiq
@@ -20,6 +19,7 @@ from .context import Context
 from .kafka_raw import create_topic, idempotent_producer, produce_all, produce_confirmed
 from .rows import percentile, row, unavailable
 from .worker_throughput import task_sized_record
+from .threads import in_threads
 
 NAME = "enqueue"
 TITLE = "2. Enqueue throughput"
@@ -151,13 +151,7 @@ def _concurrent(send, seconds: float, threads: int) -> float:
             send(i)
             counts[i] += 1
 
-    started = time.perf_counter()
-    workers = [threading.Thread(target=sender, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(counts) / (time.perf_counter() - started)
+    return sum(counts) / in_threads(sender, threads)
 
 
 def _bulk(send_batch, seconds: float) -> float:

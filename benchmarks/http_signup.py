@@ -14,22 +14,21 @@ says so).
 from __future__ import annotations
 
 import functools
-
 import http.client
 import json
 import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
 
 from . import procs
 from .context import ROOT, Context
-from .rows import row, unavailable
+from .rows import percentile, row, unavailable
 from .services import ServiceUnavailable, _wait_for_port
+from .threads import in_threads
 from broker.devkafka import free_port
 
 NAME = "http_signup"
@@ -194,14 +193,7 @@ def _python_load(port: int, seconds: float) -> dict:
             latencies.append((time.perf_counter() - started) * 1000)
         connection.close()
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CONNECTIONS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    from .rows import percentile
+    elapsed = in_threads(client, CONNECTIONS)
 
     return {"throughput": len(latencies) / elapsed, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
             "errors": errors[0], "requests": len(latencies), "tool": "Python client (wrk is not installed)"}

@@ -9,8 +9,6 @@ machine's two cores with Kafka.  StubBroker runs its worker in this process: the
 from __future__ import annotations
 
 import functools
-
-import threading
 import time
 
 import dramatiq
@@ -20,6 +18,7 @@ from .context import Context
 from .probe import Probe
 from .rows import median_run, percentile, row, unavailable
 from .workers import WorkerProcess
+from .threads import in_threads
 
 NAME = "latency"
 TITLE = "3. End-to-end latency (enqueue to actor start)"
@@ -126,9 +125,5 @@ def paced(send, rate: float, seconds: float, senders: int = SENDERS) -> int:
             send()
             counts[i] += 1
 
-    threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(sender, senders)
     return sum(counts)

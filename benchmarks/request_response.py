@@ -10,7 +10,6 @@ RedisBroker with its RedisBackend (:mod:`benchmarks.rrapp`).
 from __future__ import annotations
 
 import functools
-
 import json
 import statistics
 import subprocess

@@ -11,8 +11,9 @@ import argparse
 import importlib
 import json
 import sys
-import threading
 import time
+
+from .threads import in_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,13 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             errors.append(f"{type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=requester, args=(i,)) for i in range(args.concurrency)]
-    wall = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - wall
+    wall = in_threads(requester, args.concurrency)
     json.dump({"sequential": sequential, "concurrent": concurrent, "concurrent_seconds": wall, "errors": errors},
               sys.stdout)
     sys.stdout.flush()

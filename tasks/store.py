@@ -170,6 +170,12 @@ class Store:
         #: meet the busy handler.
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write transaction, taken in turn with this process's other writers on SQLite."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
     def create_schema(self) -> None:
         """Creates the tables that are missing.  Safe to run again (``release`` does)."""
         Base.metadata.create_all(self.engine)
@@ -190,7 +196,7 @@ class Store:
         Raises:
           EmailTaken: If another task already registered the email.
         """
-        with self._write_lock, self.engine.begin() as connection:
+        with self._writing() as connection:
             user, _ = self._insert_once(connection, _users, "created_by",
                                         {"name": name, "email": email, "created_by": task_id, "created_at": _utcnow()})
         if user is None:
@@ -211,7 +217,7 @@ class Store:
         Returns:
           The payment, and whether this call recorded it (False: it was recorded before).
         """
-        with self._write_lock, self.engine.begin() as connection:
+        with self._writing() as connection:
             payment, created = self._insert_once(
                 connection, _payments, "idempotency_key",
                 {"idempotency_key": idempotency_key, "user_id": user_id, "amount": amount, "currency": currency,
@@ -233,7 +239,7 @@ class Store:
           The task; when ``idempotency_key`` was used before, the earlier task instead.
         """
         now = _utcnow()
-        with self._write_lock, self.engine.begin() as connection:
+        with self._writing() as connection:
             task, _ = self._insert_once(
                 connection, _tasks, "id" if idempotency_key is None else "idempotency_key",
                 {"id": task_id, "kind": kind, "status": "submitting", "idempotency_key": idempotency_key,
@@ -267,13 +273,13 @@ class Store:
         ``queued``; a task a worker already moved on keeps its status.
         """
         now = _utcnow()
-        with self._write_lock, self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(self._writes.queued, {"id": task_id, "kind": kind, "status": "queued",
                                                      "created_at": now, "updated_at": now})
 
     def forget_task(self, task_id: str) -> None:
         """Removes a task that never reached Kafka."""
-        with self._write_lock, self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(_tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == "submitting"))
 
     def set_status(self, task_id: str, kind: str, status: str, *, result=None, error: str | None = None) -> None:
@@ -285,7 +291,7 @@ class Store:
         now = _utcnow()
         statement = self._writes.finished if status in FINAL_STATUSES else self._writes.progressed
         result = json.loads(json.dumps(result, default=str)) if result is not None else None
-        with self._write_lock, self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(statement, {"id": task_id, "kind": kind, "status": status, "result": result,
                                            "error": error, "created_at": now, "updated_at": now})
 
