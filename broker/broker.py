@@ -312,14 +312,17 @@ class KafkaBroker(dramatiq.Broker):
         if not partitions:
             return True
         admin = self.admin
-        ends = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}).items()}
-        starts = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}).items()}
+        # Committed offsets first, then the ends: a message moving on (a hop to another tier, or
+        # a due one going to the queue) is written before its old offset is committed, so it
+        # shows either as uncommitted or within the ends, never as neither.
         request = [ConsumerGroupTopicPartitions(self.settings.group(group), partitions)]
         committed = {
             (tp.topic, tp.partition): tp.offset
             for future in admin.list_consumer_group_offsets(request).values()
             for tp in future.result(30).topic_partitions
         }
+        ends = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}).items()}
+        starts = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}).items()}
         for tp, end in ends.items():
             start = starts[tp]
             if max(committed.get((tp.topic, tp.partition), -1), start) < end:
