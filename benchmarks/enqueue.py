@@ -151,7 +151,8 @@ def _concurrent(send, seconds: float, threads: int) -> float:
             send(i)
             counts[i] += 1
 
-    return sum(counts) / in_threads(sender, threads)
+    elapsed = in_threads(sender, threads)
+    return sum(counts) / elapsed
 
 
 def _bulk(send_batch, seconds: float) -> float:
