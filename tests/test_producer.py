@@ -1,0 +1,113 @@
+"""DurableProducer: confirmed sends and batches, and how a batch collects its acknowledgements."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from broker.producer import Acknowledgements, DeliveryFailed, DurableProducer, Record
+
+
+class Delivered:
+    """What librdkafka hands a delivery callback for an acknowledged record."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class Refused:
+    """What librdkafka hands a delivery callback as the error of a record it gave up on."""
+
+    def str(self) -> str:
+        return "Local: Message timed out"
+
+
+# Acknowledgements: pure logic --------------------------------------------------------------------
+
+
+def test_acknowledgements_return_each_records_position_in_order():
+    acks = Acknowledgements(["a", "b", "c"])
+    # Reports arrive in any order
+    acks.reporter(2)(None, Delivered(1, 30))
+    acks.reporter(0)(None, Delivered(0, 10))
+    acks.reporter(1)(None, Delivered(1, 29))
+    assert acks.wait(1) == [(0, 10), (1, 29), (1, 30)]
+
+
+def test_acknowledgements_raise_the_refusal_naming_its_topic():
+    acks = Acknowledgements(["good", "bad"])
+    acks.reporter(0)(None, Delivered(0, 1))
+    acks.reporter(1)(Refused(), None)
+    with pytest.raises(DeliveryFailed, match="for bad: Local: Message timed out"):
+        acks.wait(1)
+
+
+def test_acknowledgements_time_out_while_a_report_is_missing():
+    acks = Acknowledgements(["a", "b"])
+    acks.reporter(0)(None, Delivered(0, 1))
+    with pytest.raises(DeliveryFailed, match="1 of 2 records had no delivery report"):
+        acks.wait(0.05)
+
+
+def test_acknowledgements_wake_the_waiter_when_the_last_report_arrives_on_another_thread():
+    acks = Acknowledgements(["a", "b"])
+    acks.reporter(0)(None, Delivered(0, 1))
+    reporter = threading.Thread(target=acks.reporter(1), args=(None, Delivered(0, 2)))
+    reporter.start()
+    assert acks.wait(10) == [(0, 1), (0, 2)]
+    reporter.join()
+
+
+def test_acknowledgements_of_an_empty_batch_return_at_once():
+    assert Acknowledgements([]).wait(0) == []
+
+
+# On Kafka ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def topic(kafka, topic_name):
+    admin = AdminClient({"bootstrap.servers": kafka})
+    admin.create_topics([NewTopic(topic_name, 2, 1)])[topic_name].result(30)
+    return topic_name
+
+
+@pytest.fixture
+def producer(kafka):
+    producer = DurableProducer({"bootstrap.servers": kafka}, delivery_timeout_ms=2_000)
+    yield producer
+    producer.close(timeout=5)
+
+
+def test_send_many_returns_the_offsets_kafka_gave_each_record(producer, topic):
+    positions = producer.send_many([Record(topic, b"%d" % n, partition=n % 2) for n in range(6)])
+    assert [partition for partition, _ in positions] == [0, 1, 0, 1, 0, 1]
+    assert [offset for partition, offset in positions if partition == 0] == [0, 1, 2]
+    assert [offset for partition, offset in positions if partition == 1] == [0, 1, 2]
+
+
+def test_send_many_fails_when_one_record_of_the_batch_is_not_acknowledged(producer, topic):
+    # A partition the topic does not have: librdkafka gives up on that record only.
+    records = [Record(topic, b"fine", partition=0), Record(topic, b"lost", partition=7)]
+    with pytest.raises(DeliveryFailed, match=topic):
+        producer.send_many(records)
+
+
+def test_send_async_resolves_to_the_records_position(producer, topic):
+    first = producer.send(Record(topic, b"first", partition=1))
+    assert producer.send_async(Record(topic, b"second", partition=1)).result(10) == (1, first[1] + 1)
+
+
+def test_a_closed_producer_refuses_to_send(kafka, topic):
+    producer = DurableProducer({"bootstrap.servers": kafka})
+    producer.close()
+    with pytest.raises(DeliveryFailed, match="closed"):
+        producer.send(Record(topic, b"late"))
