@@ -191,14 +191,16 @@ class DurableProducer:
             kwargs["timestamp"] = record.timestamp
         if record.partition is not None:
             kwargs["partition"] = record.partition
-        deadline = time.monotonic() + self.delivery_timeout_ms / 1000
+        deadline = None  # set when the queue is first found full: most records never need it
         while True:
             try:
                 self._producer.produce(record.topic, record.value, **kwargs)
                 return
             except BufferError:
                 # The local queue is full; the poller frees it as deliveries complete.
-                if time.monotonic() > deadline:
+                if deadline is None:
+                    deadline = time.monotonic() + self.delivery_timeout_ms / 1000
+                elif time.monotonic() > deadline:
                     raise DeliveryFailed(f"the producer queue stayed full for {self.delivery_timeout_ms} ms") from None
                 time.sleep(0.005)
             except KafkaException as e:
