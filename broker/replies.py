@@ -227,6 +227,10 @@ class ReplyListener:
             metadata.partitions.get(p) is None or metadata.partitions[p].leader < 0 for p in wanted
         ):
             raise KafkaException(f"the results topic {self.topic} is not ready")
+        # The ends are read before the lookup: a reply written between the two is then at or after
+        # its partition's end, never skipped.  (Read after, an end could already be past it.)
+        ends = {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)[1]
+                for p in wanted}
         lookups = [TopicPartition(self.topic, p, max(ts, 0)) for p, ts in wanted.items()]
         offsets = self._consumer.offsets_for_times(lookups, timeout=10)
         fresh, rewind = [], []
@@ -234,9 +238,9 @@ class ReplyListener:
             if tp.error is not None:
                 raise KafkaException(tp.error)
             if tp.offset < 0:
-                # Nothing that recent yet: start at today's end, as a number.  OFFSET_END would be
-                # resolved only when fetching starts, after a reply may already have been written.
-                tp.offset = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+                # Nothing that recent yet: start at the end read above, as a number.  OFFSET_END
+                # would be resolved only when fetching starts, after a reply may have been written.
+                tp.offset = ends[tp.partition]
             start = TopicPartition(self.topic, tp.partition, tp.offset)
             (rewind if tp.partition in self._watched_since else fresh).append(start)
         if rewind:
