@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import json
 import os
 import threading
@@ -23,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .groupcommit import GroupCommit
 
 #: The SQLite file used when ``DATABASE_URL`` is not set.
 DEFAULT_SQLITE_PATH = Path("var") / "kafka-tasks.db"
@@ -170,11 +173,23 @@ class Store:
         #: meet the busy handler.
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
+        #: Status upserts, the one write of every sign-up and of every step a worker takes.
+        self._upsert = GroupCommit(self._upsert_batch)
+
     @contextlib.contextmanager
     def _writing(self):
         """A write transaction, taken in turn with this process's other writers on SQLite."""
         with self._write_lock, self.engine.begin() as connection:
             yield connection
+
+    def _upsert_batch(self, upserts) -> None:
+        """Runs ``(statement, parameters)`` pairs in one transaction, in order; a run of the same
+        statement as one ``executemany``.
+        """
+        with self._writing() as connection:
+            for _, run in itertools.groupby(upserts, key=lambda upsert: id(upsert[0])):
+                run = list(run)
+                connection.execute(run[0][0], [parameters for _, parameters in run])
 
     def create_schema(self) -> None:
         """Creates the tables that are missing.  Safe to run again (``release`` does)."""
@@ -273,9 +288,8 @@ class Store:
         ``queued``; a task a worker already moved on keeps its status.
         """
         now = _utcnow()
-        with self._writing() as connection:
-            connection.execute(self._writes.queued, {"id": task_id, "kind": kind, "status": "queued",
-                                                     "created_at": now, "updated_at": now})
+        self._upsert((self._writes.queued, {"id": task_id, "kind": kind, "status": "queued",
+                                            "created_at": now, "updated_at": now}))
 
     def forget_task(self, task_id: str) -> None:
         """Removes a task that never reached Kafka."""
@@ -291,9 +305,8 @@ class Store:
         now = _utcnow()
         statement = self._writes.finished if status in FINAL_STATUSES else self._writes.progressed
         result = json.loads(json.dumps(result, default=str)) if result is not None else None
-        with self._writing() as connection:
-            connection.execute(statement, {"id": task_id, "kind": kind, "status": status, "result": result,
-                                           "error": error, "created_at": now, "updated_at": now})
+        self._upsert((statement, {"id": task_id, "kind": kind, "status": status, "result": result,
+                                  "error": error, "created_at": now, "updated_at": now}))
 
     @functools.cached_property
     def _writes(self) -> _TaskWrites:

@@ -138,6 +138,24 @@ def test_mark_queued_moves_a_submitting_task_to_queued(store):
     assert store.get_task("a")["status"] == "queued"
 
 
+def test_status_writes_from_many_threads_are_each_recorded(store):
+    # Status writes of concurrent threads are committed in shared batches (group commit)
+    def write(i: int) -> None:
+        store.mark_queued(f"t{i}", "create_user")
+        if i % 2:
+            store.set_status(f"t{i}", "create_user", "succeeded", result={"id": i})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    tasks = {i: store.get_task(f"t{i}") for i in range(40)}
+    assert {i: t["status"] for i, t in tasks.items()} == {i: "succeeded" if i % 2 else "queued" for i in range(40)}
+    assert all(tasks[i]["result"] == {"id": i} for i in range(1, 40, 2))
+
+
 def test_a_status_creates_the_row_of_a_task_sent_from_elsewhere(store):
     store.set_status("a", "create_user", "succeeded", result={"id": 7})
     task = store.get_task("a")
