@@ -11,19 +11,28 @@ This module knows nothing of databases: it is handed the function that commits a
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any, Callable, Sequence
 
 
+class CommitInterrupted(Exception):
+    """The thread that was committing a batch was interrupted: whether this write was
+    committed is not known.
+    """
+
+
 class _Write:
-    __slots__ = ("item", "done", "alone")
+    __slots__ = ("item", "woken", "done", "error")
 
     def __init__(self, item: Any) -> None:
         self.item = item
-        #: Committed, by this thread or another.
+        #: Set when this write is settled (done or failed), or when its caller is to lead.
+        self.woken = threading.Event()
+        #: Committed.
         self.done = False
-        #: Its batch failed: the caller commits it on its own, to get its own error (or success).
-        self.alone = False
+        #: Why it was not committed.
+        self.error: Exception | None = None
 
 
 class GroupCommit:
@@ -33,15 +42,16 @@ class GroupCommit:
       commit(callable): Commits a batch of items in one transaction, all or none; it is never
         called by two threads at once.
 
-    A batch that fails is not retried as a batch: each of its callers commits its own item alone,
-    so that one bad item fails only its caller, and every caller gets its own exception.
+    Callers queue in order.  The first in the queue leads: it commits every write queued so far,
+    then wakes each of their callers at once, and the first caller still waiting leads next.  A
+    batch that fails is not retried as a batch: its leader commits each of its items alone, so
+    that one bad item fails only its own caller, and every caller gets its own exception.
     """
 
     def __init__(self, commit: Callable[[Sequence[Any]], None]) -> None:
         self._commit = commit
-        self._pending: list[_Write] = []
-        self._pending_lock = threading.Lock()
-        self._turn = threading.Lock()
+        self._queue: collections.deque[_Write] = collections.deque()
+        self._lock = threading.Lock()
 
     def __call__(self, item: Any) -> None:
         """Commits ``item``, together with whatever else is waiting.
@@ -50,22 +60,65 @@ class GroupCommit:
           Exception: Whatever ``commit`` raised for this item committed alone.
         """
         write = _Write(item)
-        with self._pending_lock:
-            self._pending.append(write)
-        with self._turn:
-            if write.done:
+        with self._lock:
+            self._queue.append(write)
+            leads = len(self._queue) == 1
+        try:
+            if not leads:
+                write.woken.wait()
+            if not write.done and write.error is None:
+                self._lead()
+        except BaseException:
+            # Interrupted while waiting (Dramatiq's time limits and shutdown raise in a worker's
+            # thread): leave the queue, and if this caller was to lead, hand that on.
+            if not write.done and write.error is None:
+                self._leave(write)
+            raise
+        if write.error is not None:
+            raise write.error
+
+    def _leave(self, write: _Write) -> None:
+        with self._lock:
+            leading = bool(self._queue) and self._queue[0] is write
+            if write in self._queue:
+                self._queue.remove(write)
+            following = self._queue[0] if leading and self._queue else None
+        if following is not None:
+            following.woken.set()
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch = list(self._queue)
+        try:
+            self._commit_each_or_all(batch)
+        finally:
+            # Also when this thread is interrupted: no caller may wait forever.
+            for write in batch:
+                if not write.done and write.error is None:
+                    write.error = CommitInterrupted("the thread committing this write was interrupted")
+            with self._lock:
+                for _ in batch:
+                    self._queue.popleft()
+                following = self._queue[0] if self._queue else None
+            for write in batch:
+                write.woken.set()
+            if following is not None:
+                following.woken.set()
+
+    def _commit_each_or_all(self, batch: list[_Write]) -> None:
+        if len(batch) > 1:
+            try:
+                self._commit([write.item for write in batch])
+            except Exception:
+                pass
+            else:
+                for write in batch:
+                    write.done = True
                 return
-            if not write.alone:
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                if len(batch) > 1:
-                    try:
-                        self._commit([w.item for w in batch])
-                    except Exception:
-                        for w in batch:
-                            w.alone = True
-                    else:
-                        for w in batch:
-                            w.done = True
-                        return
-            self._commit([item])
+        for write in batch:
+            try:
+                self._commit([write.item])
+            except Exception as e:
+                write.error = e
+            else:
+                write.done = True

@@ -1,16 +1,17 @@
 """Group commit, with a commit function that records its batches (no database)."""
 
+import ctypes
 import threading
 
 import pytest
 
-from tasks.groupcommit import GroupCommit
+from tasks.groupcommit import CommitInterrupted, GroupCommit
 
 
 class Recorder:
     """A commit function that records batches; the first batch can be held until released."""
 
-    def __init__(self, hold_first=False, bad=()):
+    def __init__(self, hold_first=False, bad=(), interrupting=()):
         self.batches = []
         self.committed = set()
         self.entered = threading.Event()
@@ -18,6 +19,7 @@ class Recorder:
         if not hold_first:
             self.release.set()
         self.bad = set(bad)
+        self.interrupting = set(interrupting)
         self.running = 0
         self.overlapped = False
 
@@ -27,6 +29,8 @@ class Recorder:
         try:
             self.entered.set()
             self.release.wait(10)
+            if self.interrupting & set(items):
+                raise KeyboardInterrupt
             if self.bad & set(items):
                 raise ValueError(f"bad item in {sorted(items)}")
             self.batches.append(list(items))
@@ -36,11 +40,14 @@ class Recorder:
 
 
 def submit_in_thread(group, item, outcomes):
+    """Commits ``item`` in a new thread, recording whether it was committed when the call
+    returned, or what it raised (an interrupt too).
+    """
     def run():
         try:
             group(item)
-            outcomes[item] = "committed" if item in recorder_of(group).committed else "returned early"
-        except Exception as e:
+            outcomes[item] = "committed" if item in group._commit.committed else "returned early"
+        except BaseException as e:
             outcomes[item] = e
 
     thread = threading.Thread(target=run)
@@ -48,14 +55,10 @@ def submit_in_thread(group, item, outcomes):
     return thread
 
 
-def recorder_of(group):
-    return group._commit
-
-
 def wait_until_pending(group, count):
     for _ in range(1000):
-        with group._pending_lock:
-            if len(group._pending) >= count:
+        with group._lock:
+            if len(group._queue) >= count + 1:  # and the leader
                 return
         threading.Event().wait(0.005)
     raise AssertionError(f"{count} writes never queued")
@@ -76,8 +79,10 @@ def commit_while_others_wait(recorder, waiting):
     outcomes = {}
     first = submit_in_thread(group, "first", outcomes)
     assert recorder.entered.wait(5)
-    others = [submit_in_thread(group, item, outcomes) for item in waiting]
-    wait_until_pending(group, len(waiting))
+    others = []
+    for queued, item in enumerate(waiting, 1):
+        others.append(submit_in_thread(group, item, outcomes))
+        wait_until_pending(group, queued)
     recorder.release.set()
     for thread in (first, *others):
         thread.join(10)
@@ -128,3 +133,38 @@ def test_commits_never_overlap():
     assert not recorder.overlapped
     assert recorder.committed == set(range(200))
     assert set(outcomes.values()) == {"committed"}
+
+
+def test_an_interrupted_leader_wakes_the_writes_it_was_committing():
+    # Given a batch whose leader is interrupted (as Dramatiq's time limits interrupt a thread)
+    recorder = Recorder(hold_first=True, interrupting={"b"})
+
+    outcomes = commit_while_others_wait(recorder, ("b", "c"))
+
+    # Then its leader sees the interruption, and the other caller learns its write's fate is unknown
+    assert isinstance(outcomes["b"], KeyboardInterrupt)
+    assert isinstance(outcomes["c"], CommitInterrupted)
+
+
+def test_a_caller_interrupted_while_waiting_to_lead_hands_the_lead_on():
+    # Given a commit in progress, and two writes waiting behind it
+    recorder = Recorder(hold_first=True)
+    group = GroupCommit(recorder)
+    outcomes = {}
+    first = submit_in_thread(group, "first", outcomes)
+    assert recorder.entered.wait(5)
+    interrupted = submit_in_thread(group, "b", outcomes)
+    wait_until_pending(group, 1)
+    last = submit_in_thread(group, "c", outcomes)
+    wait_until_pending(group, 2)
+
+    # When the first of them, next to lead, is interrupted while it waits
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(interrupted.ident), ctypes.py_object(KeyboardInterrupt))
+    recorder.release.set()
+    for thread in (first, interrupted, last):
+        thread.join(10)
+
+    # Then the other still gets its write committed
+    assert isinstance(outcomes["b"], KeyboardInterrupt)
+    assert outcomes["c"] == "committed"
+    assert "b" not in recorder.committed
