@@ -1,6 +1,8 @@
 """The HTTP gateway, on Dramatiq's StubBroker and a SQLite file per test."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")  # before gateway and tasks build the broker
 
@@ -410,3 +412,15 @@ def test_swagger_ui(client):
     assert response.status_code == 200
     assert response.content_type.startswith("text/html")
     assert "swagger-ui" in response.get_data(as_text=True)
+
+
+# WSGI entry point -------------------------------------------------------------------------------
+
+def test_wsgi_module_freezes_what_it_built(tmp_path):
+    # In a process of its own, as gunicorn's workers import it: frozen objects are never collected
+    script = "import gc, gateway.wsgi; print(gc.get_freeze_count())"
+    env = {**os.environ, "KAFKA_TASKS_BROKER": "stub", "DATABASE_URL": f"sqlite:///{tmp_path / 'wsgi.db'}"}
+
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
+
+    assert int(out.stdout) > 10_000
