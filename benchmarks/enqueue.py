@@ -151,7 +151,7 @@ def _concurrent(send, seconds: float, threads: int) -> float:
             send(i)
             counts[i] += 1
 
-    elapsed = in_threads(sender, threads)
+    elapsed = in_threads(sender, threads)  # first: the threads fill in the counts
     return sum(counts) / elapsed
 
 

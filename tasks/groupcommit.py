@@ -34,6 +34,11 @@ class _Write:
         #: Why it was not committed.
         self.error: Exception | None = None
 
+    @property
+    def settled(self) -> bool:
+        """Committed, or known not to be."""
+        return self.done or self.error is not None
+
 
 class GroupCommit:
     """Commits writes in batches, one batch at a time, each caller waiting for its own.
@@ -66,12 +71,12 @@ class GroupCommit:
         try:
             if not leads:
                 write.woken.wait()
-            if not write.done and write.error is None:
+            if not write.settled:
                 self._lead()
         except BaseException:
             # Interrupted while waiting (Dramatiq's time limits and shutdown raise in a worker's
             # thread): leave the queue, and if this caller was to lead, hand that on.
-            if not write.done and write.error is None:
+            if not write.settled:
                 self._leave(write)
             raise
         if write.error is not None:
@@ -94,7 +99,7 @@ class GroupCommit:
         finally:
             # Also when this thread is interrupted: no caller may wait forever.
             for write in batch:
-                if not write.done and write.error is None:
+                if not write.settled:
                     write.error = CommitInterrupted("the thread committing this write was interrupted")
             with self._lock:
                 for _ in batch:
