@@ -353,7 +353,7 @@ class LocalKafka:
 
     def _format(self, jvm: list[str], properties: Path) -> None:
         command = [
-            *jvm, "kafka.tools.StorageTool", "format", "--cluster-id", uuid_to_kafka_id(uuid.uuid4()),
+            *jvm, "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(),
             "--config", str(properties), "--feature", "share.version=1", "--ignore-formatted",
         ]
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -405,6 +405,19 @@ def uuid_to_kafka_id(value: uuid.UUID) -> str:
     import base64
 
     return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
+
+
+def new_cluster_id(uuids=uuid.uuid4) -> str:
+    """Returns a fresh cluster id that does not start with "-", as Kafka's ``Uuid.randomUuid``
+    does: ``kafka-storage format --cluster-id -…`` takes such an id for an option (1 in 64).
+
+    Parameters:
+      uuids(callable): Where the random UUIDs come from.
+    """
+    while True:
+        cluster_id = uuid_to_kafka_id(uuids())
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None) -> int:

@@ -81,6 +81,15 @@ def test_cluster_id_is_22_url_safe_characters():
     assert set(cluster_id) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+def test_a_new_cluster_id_never_starts_with_a_dash():
+    # The first UUID's id starts with "-" (its first six bits are 111110): kafka-storage would
+    # read it as an option.
+    dashed, plain = uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(int=1)
+    assert devkafka.uuid_to_kafka_id(dashed).startswith("-")
+
+    assert devkafka.new_cluster_id(iter([dashed, plain]).__next__) == devkafka.uuid_to_kafka_id(plain)
+
+
 # Failure modes -------------------------------------------------------------------------------
 
 def test_port_in_use_fails_with_one_line(tmp_path):
