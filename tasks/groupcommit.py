@@ -102,7 +102,9 @@ class GroupCommit:
                 if not write.settled:
                     write.error = CommitInterrupted("the thread committing this write was interrupted")
             with self._lock:
-                for _ in batch:
+                # The batch is at the front, less any caller that left meanwhile: count nothing.
+                members = set(batch)
+                while self._queue and self._queue[0] in members:
                     self._queue.popleft()
                 following = self._queue[0] if self._queue else None
             for write in batch:

@@ -1,6 +1,7 @@
 """Group commit, with a commit function that records its batches (no database)."""
 
 import ctypes
+import queue
 import threading
 
 import pytest
@@ -50,7 +51,7 @@ def submit_in_thread(group, item, outcomes):
         except BaseException as e:
             outcomes[item] = e
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)  # a stranded caller must not hang pytest
     thread.start()
     return thread
 
@@ -168,3 +169,48 @@ def test_a_caller_interrupted_while_waiting_to_lead_hands_the_lead_on():
     assert isinstance(outcomes["b"], KeyboardInterrupt)
     assert outcomes["c"] == "committed"
     assert "b" not in recorder.committed
+
+
+class SteppedCommit:
+    """A commit function whose every call waits until the test lets it through."""
+
+    def __init__(self):
+        self.calls = queue.Queue()
+        self.go = threading.Semaphore(0)
+        self.committed = set()
+
+    def __call__(self, items):
+        self.calls.put(list(items))
+        assert self.go.acquire(timeout=10)
+        self.committed.update(items)
+
+
+def test_a_caller_leaving_a_batch_in_commit_strands_no_write_behind_it():
+    # Given a batch of two being committed, and a caller of that batch leaving it (what an
+    # interruption landing between queueing and waiting makes its thread do)
+    commit = SteppedCommit()
+    group = GroupCommit(commit)
+    outcomes = {}
+    first = submit_in_thread(group, "first", outcomes)
+    assert commit.calls.get(timeout=5) == ["first"]
+    threads = [first, submit_in_thread(group, "b", outcomes)]
+    wait_until_pending(group, 1)
+    threads.append(submit_in_thread(group, "c", outcomes))
+    wait_until_pending(group, 2)
+    commit.go.release()
+    assert commit.calls.get(timeout=5) == ["b", "c"]
+    with group._lock:
+        leaving = next(write for write in group._queue if write.item == "c")
+    group._leave(leaving)
+
+    # When another write queues behind that batch, and the batch is committed
+    threads.append(submit_in_thread(group, "d", outcomes))
+    wait_until_pending(group, 1)
+    commit.go.release()
+
+    # Then that write is led and committed, not left waiting
+    assert commit.calls.get(timeout=5) == ["d"]
+    commit.go.release()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes["d"] == "committed"
