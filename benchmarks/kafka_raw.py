@@ -65,7 +65,9 @@ def consume_all(bootstrap_servers: str, topic: str, group: str, count: int, *, t
     deadline = time.monotonic() + timeout
     try:
         while read < count and time.monotonic() < deadline:
-            records = [r for r in poll_batch(consumer, 1_000, 0.5) if r.error() is None]
+            polled: list = []
+            poll_batch(consumer, 1_000, 0.5, polled.extend)
+            records = [r for r in polled if r.error() is None]
             if not records:
                 continue
             now = time.time()

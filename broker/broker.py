@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
-from .consumer import DelayConsumer, KafkaConsumer
+from .consumer import DelayConsumer, KafkaConsumer, KafkaMessageProxy
 from .deadletters import OVERSIZED_KEPT_BYTES, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
 from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, DeliveryFailed, DurableProducer, Record
@@ -228,7 +229,15 @@ class KafkaBroker(dramatiq.Broker):
           QueueNotFound: If the message's queue was not declared.
           DeliveryFailed: If Kafka did not acknowledge the message within ``delivery_timeout_ms``.
         """
-        return self.enqueue_many([message], delay=delay)[0]
+        try:
+            return self.enqueue_many([message], delay=delay)[0]
+        except DeliveryFailed:
+            if isinstance(message, KafkaMessageProxy):
+                # A message being processed is enqueued again by Dramatiq's Retries, which only
+                # logs a failure; the worker would then ack the message, and it would be lost.
+                # It owes the send instead, and its ack makes it (see KafkaConsumer.ack).
+                message.owed = functools.partial(self.enqueue_many, [message], delay=delay)
+            raise
 
     def enqueue_many(self, messages, *, delay: int | None = None) -> list[dramatiq.Message]:
         """Enqueues messages with one wait for Kafka's acknowledgement of all of them.

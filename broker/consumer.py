@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from itertools import count
+from typing import Callable
 
 import dramatiq
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -26,7 +27,7 @@ from dramatiq.errors import ConnectionClosed
 
 from .delays import Action, DelayTiers
 from .offsets import OffsetTracker
-from .producer import Record
+from .producer import DeliveryFailed, Record
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class KafkaMessageProxy(MessageProxy):
         self._offset = record.offset()
         self._consumer_id = consumer_id
         self._epoch = epoch
+        #: A send this message owes before it may be acked: its retry, when Kafka did not take it.
+        self.owed: Callable[[], object] | None = None
 
     @property
     def kafka_position(self) -> tuple[str, int, int]:
@@ -82,6 +85,8 @@ class KafkaConsumer(dramatiq.Consumer):
         self._paused: set[tuple[str, int]] = set()
         self._last_commit = self._last_poll = time.monotonic()
         self._slot_freed = threading.Event()
+        #: Why this consumer must be replaced (set from any thread); see :meth:`_restart`.
+        self._broken: str | None = None
         self._closed = False
         self._consumer = Consumer(self.client_config(broker, group_id))
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -116,15 +121,31 @@ class KafkaConsumer(dramatiq.Consumer):
     # Dramatiq's Consumer contract -------------------------------------------------------------
 
     def ack(self, message: KafkaMessageProxy) -> None:
+        """Marks a message done, once the retry it owes (if any) is acknowledged by Kafka.
+
+        Raises:
+          ConnectionClosed: If that retry still cannot be sent.  Dramatiq's worker then tries the
+            ack again every few seconds; meanwhile the message is not done, so never lost.
+        """
+        if message.owed is not None and message._consumer_id == self.id:
+            try:
+                message.owed()
+            except DeliveryFailed as e:
+                raise ConnectionClosed(f"the retry of message {message.message_id} is not in Kafka yet: {e}") from None
+            message.owed = None
         self._finish(message)
 
     def nack(self, message: KafkaMessageProxy) -> None:
+        """Dead-letters a message, then marks it done.
+
+        Raises:
+          ConnectionClosed: If Kafka did not take the dead letter.  Dramatiq's worker then tries the
+            nack again every few seconds; meanwhile the message is not done, so never lost.
+        """
         try:
             self.broker.dead_letter(message, message._exception)
-        except Exception:
-            # Left unfinished, the message is delivered again after a restart: never lost.
-            logger.exception("Could not dead-letter message %s; it will be redelivered.", message.message_id)
-            return
+        except DeliveryFailed as e:
+            raise ConnectionClosed(f"could not dead-letter message {message.message_id}: {e}") from None
         self._finish(message)
 
     def requeue(self, messages) -> None:
@@ -147,6 +168,8 @@ class KafkaConsumer(dramatiq.Consumer):
             raise ConnectionClosed("the consumer is closed")
         deadline = time.monotonic() + self.timeout / 1000
         while True:
+            if self._broken is not None:
+                raise ConnectionClosed(self._broken)
             self._commit_if_due()
             self._before_poll()
             while self._buffer and self.tracker.in_flight < self.prefetch:
@@ -169,11 +192,10 @@ class KafkaConsumer(dramatiq.Consumer):
                 wait_ms = 0
             batch = max(1, min(self.read_ahead - len(self._buffer), MAX_BATCH))
             try:
-                records = poll_batch(self._consumer, batch, wait_ms / 1000)
+                poll_batch(self._consumer, batch, wait_ms / 1000, lambda records: self._buffer.extend(self._valid(records)))
             except KafkaException as e:
                 raise ConnectionClosed(e) from None
             self._last_poll = time.monotonic()
-            self._buffer.extend(self._valid(records))
             if time.monotonic() >= deadline and not (self._buffer and self.tracker.in_flight < self.prefetch):
                 return None
 
@@ -218,10 +240,23 @@ class KafkaConsumer(dramatiq.Consumer):
     def _dead_letter_record(self, record, epoch: int, reason: str) -> None:
         try:
             self.broker.dead_letter_record(self.queue_name, record, reason)
-        except Exception:
-            logger.exception("Could not dead-letter a record of %s; it will be redelivered.", record.topic())
+        except DeliveryFailed as e:
+            self._restart(f"could not dead-letter a record of {record.topic()}: {e}")
             return
         self._finish_offset((record.topic(), record.partition()), record.offset(), epoch)
+
+    def _restart(self, reason: str) -> None:
+        """Has ``__next__`` raise ``ConnectionClosed``: Dramatiq's consumer thread then closes this
+        consumer, which commits each partition's finished prefix (so not past the record that
+        failed) and leaves the group, and opens another, which reads that record again.
+
+        For a record whose fate could not be made durable on the consumer's side (a dead letter of
+        an undecodable record, a delay hop): left unfinished in this consumer, it would hold back
+        its partition's commits and a prefetch slot until the worker restarted.
+        """
+        logger.warning("Restarting the consumer of %s: %s", self.queue_name, reason)
+        self._broken = reason
+        self._slot_freed.set()
 
     # Prefetch and commits ---------------------------------------------------------------------
 
@@ -353,6 +388,9 @@ class DelayConsumer(KafkaConsumer):
         self._consumer.pause([tp])
         self._consumer.seek(tp)
         self._held[key] = wake_at
+        # Held, it is resumed by _before_poll when due, never by _apply_backpressure: resumed
+        # early, it would fetch past the head, and those records would be dropped above.
+        self._paused.discard(key)
         self._buffer = deque(r for r in self._buffer if (r.topic(), r.partition()) != key)
 
     def _hop(self, record, tier, epoch: int) -> None:
@@ -366,20 +404,25 @@ class DelayConsumer(KafkaConsumer):
             if future.exception() is None:
                 self._finish_offset(key, record.offset(), epoch)
             else:
-                logger.warning("A delayed message could not hop to %s; it will be read again: %s", topic, future.exception())
+                self._restart(f"a delayed message could not hop to {topic}: {future.exception()}")
 
         future.add_done_callback(hopped)
 
 
-def poll_batch(consumer: Consumer, batch: int, timeout: float) -> list:
-    """Returns as soon as one record arrives (or ``timeout`` seconds pass), with up to ``batch``
-    records that are already there.  ``Consumer.consume`` alone waits for a full batch or the whole
-    timeout, which would add its timeout to every message's latency on a quiet queue.
+def poll_batch(consumer: Consumer, batch: int, timeout: float, take: Callable[[list], object]) -> None:
+    """Hands ``take`` up to ``batch`` records: as soon as one arrives (or ``timeout`` seconds
+    pass, with none), then those already there.  ``Consumer.consume`` alone waits for a full batch
+    or the whole timeout, which would add its timeout to every message's latency on a quiet queue.
+
+    The first record is taken before the rest are consumed, because consuming may run a rebalance
+    callback: that callback must find the record where it forgets its revoked partition's records.
     """
     first = consumer.poll(timeout)
     if first is None:
-        return []
-    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)] if batch > 1 else [first]
+        return
+    take([first])
+    if batch > 1:
+        take(consumer.consume(num_messages=batch - 1, timeout=0))
 
 
 def _now_ms() -> int:

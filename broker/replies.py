@@ -137,34 +137,46 @@ class ReplyListener:
         #: partition -> the earliest record timestamp (ms) this listener has read it from.
         self._watched_since: dict[int, int] = {}
         self._requests: list[tuple[int, int]] = []
+        #: How many requests were served: a request's ticket is its number.
+        self._served = 0
         self._caught_up: dict[int, int] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="kafka-reply-listener", daemon=True)
         self._thread.start()
 
-    def watch(self, partition: int, since_ms: int, *, wait_caught_up: float = 0) -> None:
+    def watch(self, partition: int, since_ms: int, *, reread: bool = False, wait_caught_up: float = 0,
+              patience: float = 30) -> bool:
         """Makes sure ``partition`` is read from ``since_ms`` on (epoch ms, minus clock skew).
 
         Parameters:
+          reread: Read it from ``since_ms`` again even if it was read from then on: results for
+            keys nobody wanted yet when they were read were dropped.
           wait_caught_up: If positive, wait up to this many seconds until the listener has read the
             partition up to its end as of now, so a result already stored is filed on return.
+          patience: How long to wait, in seconds, for the listener to start reading from ``since_ms``.
+
+        Returns:
+          Whether the listener reads the partition from ``since_ms`` on.
         """
         since_ms -= CLOCK_SKEW_MS
         with self._lock:
-            covered = self._watched_since.get(partition, float("inf")) <= since_ms
+            covered = not reread and self._watched_since.get(partition, float("inf")) <= since_ms
             if not covered:
                 self._requests.append((partition, since_ms))
-            if not covered or wait_caught_up:
-                end = self._end_offset(partition) if wait_caught_up else None
-                deadline = time.monotonic() + max(wait_caught_up, 30 if not covered else 0)
-                while not self._closed and (
-                    self._watched_since.get(partition, float("inf")) > since_ms
-                    or end is not None and self._caught_up.get(partition, -1) < end
-                ):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._lock.wait(remaining)
+                ticket = self._served + len(self._requests)
+            if covered and not wait_caught_up:
+                return True
+            end = self._end_offset(partition) if wait_caught_up else None
+            deadline = time.monotonic() + max(wait_caught_up, 0 if covered else patience)
+            while not self._closed and (
+                not covered and self._served < ticket
+                or end is not None and self._caught_up.get(partition, -1) < end
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+            return covered or self._served >= ticket
 
     def _end_offset(self, partition: int) -> int:
         try:
@@ -182,8 +194,9 @@ class ReplyListener:
                 logger.warning("The reply listener could not assign partitions yet: %s", e)
                 time.sleep(0.2)
                 continue
+            records: list = []
             try:
-                records = poll_batch(self._consumer, 500, 0.05)
+                poll_batch(self._consumer, 500, 0.05, records.extend)
             except (KafkaException, RuntimeError):
                 if self._closed:
                     return
@@ -196,14 +209,22 @@ class ReplyListener:
                 if record.error() is not None:
                     continue
                 progress[record.partition()] = record.offset() + 1
-                headers = dict(record.headers() or [])
-                expires_at = int(headers.get(EXPIRES_HEADER, b"0") or 0)
-                if record.key() is not None:
-                    self.book.file(record.key().decode(), record.value(), expires_at, now)
+                try:
+                    self._file(record, now)
+                except Exception:
+                    # This thread serves every waiter of the process: one bad record must not stop it.
+                    logger.exception("Skipped result record %s/%d/%d.", record.topic(), record.partition(), record.offset())
             self._note_progress(progress)
             if time.monotonic() - last_expiry > 10:
                 self.book.expire(now)
                 last_expiry = time.monotonic()
+
+    def _file(self, record, now: int) -> None:
+        if record.key() is None:
+            return
+        headers = dict(record.headers() or [])
+        expires_at = int(headers.get(EXPIRES_HEADER, b"0") or 0)
+        self.book.file(record.key().decode(), record.value(), expires_at, now)
 
     def _note_progress(self, progress: dict[int, int]) -> None:
         if not progress:
@@ -250,6 +271,7 @@ class ReplyListener:
             self._consumer.incremental_assign(fresh + rewind)
         with self._lock:
             del self._requests[:len(requests)]
+            self._served += len(requests)
             for partition, since_ms in wanted.items():
                 self._watched_since[partition] = min(since_ms, self._watched_since.get(partition, since_ms))
             for tp in fresh + rewind:

@@ -153,16 +153,20 @@ class KafkaResultBackend(ResultBackend):
 
     # Getting (requester side) -----------------------------------------------------------------
 
-    def _prepare_wait(self, message, *, caught_up: float) -> str:
+    def _prepare_wait(self, message, *, caught_up: float, patience: float) -> str:
         key = self.build_message_key(message)
         listener = self.listener
         partition = self._partition_for(message, key)
-        if self._book.want(key, _now() + self.result_ttl):
+        expires_at = _now() + self.result_ttl
+        if self._book.want(key, expires_at):
             if caught_up:
                 listener.watch(partition, _now(), wait_caught_up=caught_up)
-        else:
-            # Sent by another process, or before this one listened: read its partition from then.
-            listener.watch(partition, message.message_timestamp, wait_caught_up=caught_up)
+        # Sent by another process, or before this one listened, or the key was forgotten: its
+        # result may have been read and dropped, so read its partition again from the message on.
+        # Once that is under way, the key counts as expected: its result cannot be dropped now.
+        elif listener.watch(partition, message.message_timestamp, reread=True, wait_caught_up=caught_up,
+                            patience=patience):
+            self._book.want(key, expires_at, expected=True)
         return key
 
     def get_result(self, message, *, block: bool = False, timeout: int | None = None):
@@ -174,7 +178,8 @@ class KafkaResultBackend(ResultBackend):
           ResultFailure: When the actor failed.
         """
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-        key = self._prepare_wait(message, caught_up=0 if block else min(timeout / 1000, 5))
+        deadline = time.monotonic() + timeout / 1000
+        key = self._prepare_wait(message, caught_up=0 if block else min(timeout / 1000, 5), patience=timeout / 1000)
         if not block:
             value = self._book.get(key)
             if value is None:
@@ -189,9 +194,11 @@ class KafkaResultBackend(ResultBackend):
 
         value = self._book.wait(key, wake, _now() + self.result_ttl)
         if value is None:
-            if not arrived.wait(timeout / 1000):
-                self._book.cancel(key, wake)
-                raise ResultTimeout(message)
+            try:
+                if not arrived.wait(max(0.0, deadline - time.monotonic())):
+                    raise ResultTimeout(message)
+            finally:
+                self._book.cancel(key, wake)  # also when interrupted: a waiter left behind never expires
             value = box[0]
         return self.unwrap_result(self.encoder.decode(value))
 
@@ -203,20 +210,25 @@ class KafkaResultBackend(ResultBackend):
           ResultFailure: When the actor failed.
         """
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout / 1000
         loop = asyncio.get_running_loop()
-        key = await loop.run_in_executor(None, lambda: self._prepare_wait(message, caught_up=0))
+        key = await loop.run_in_executor(None, lambda: self._prepare_wait(message, caught_up=0, patience=timeout / 1000))
         future = loop.create_future()
 
         def wake(value: bytes) -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(value))
+            try:
+                loop.call_soon_threadsafe(lambda: future.done() or future.set_result(value))
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits this result any more
 
         value = self._book.wait(key, wake, _now() + self.result_ttl)
         if value is None:
             try:
-                value = await asyncio.wait_for(future, timeout / 1000)
+                value = await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                self._book.cancel(key, wake)
                 raise ResultTimeout(message) from None
+            finally:
+                self._book.cancel(key, wake)  # also when cancelled: a waiter left behind never expires
         return self.unwrap_result(self.encoder.decode(value))
 
     def close(self) -> None:

@@ -6,9 +6,12 @@ import time
 
 import dramatiq
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from dramatiq.common import dq_name, xq_name
+from dramatiq.errors import ConnectionClosed
 
-from broker import KafkaBroker
+from broker import DeliveryFailed, KafkaBroker
 from broker.consumer import DUE_FETCH_WAIT_MS, DelayConsumer, KafkaConsumer
 
 
@@ -147,3 +150,119 @@ def test_a_delay_consumer_fetches_within_a_short_wait_so_due_messages_are_not_he
 def test_consumer_config_given_to_the_broker_overrides_the_delay_consumers_fetch_wait():
     broker = KafkaBroker(bootstrap_servers="127.0.0.1:1", consumer_config={"fetch.wait.max.ms": 200})
     assert DelayConsumer.client_config(broker, "q.DQ")["fetch.wait.max.ms"] == 200
+
+
+def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None:
+    """Makes Kafka refuse every record written to ``topic`` (too large), or accept them again."""
+    entry = (ConfigEntry("max.message.bytes", "16", incremental_operation=AlterConfigOpType.SET) if refuse
+             else ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE))
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    for future in broker.admin.incremental_alter_configs([resource]).values():
+        future.result(10)
+
+
+def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_partition_broker, queue_name):
+    # Given a failed message, and a dead-letter topic that refuses records
+    fill(one_partition_broker, queue_name, 1)
+    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
+    try:
+        [proxy] = take(consumer, 1)
+        proxy.fail()
+        refuse_records(one_partition_broker, xq_name(queue_name))
+        # When it is nacked, then it raises what makes Dramatiq's worker try the nack again
+        with pytest.raises(ConnectionClosed):
+            consumer.nack(proxy)
+        pump(consumer)
+        assert committed_offset(one_partition_broker, queue_name) is None
+        # And once the dead letter is taken, the message is done
+        refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
+        consumer.nack(proxy)
+        pump(consumer)
+        assert committed_offset(one_partition_broker, queue_name) == 1
+    finally:
+        consumer.close()
+
+
+def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sent(one_partition_broker, queue_name):
+    # Given a message being processed whose retry Kafka refuses, as Dramatiq's Retries sends it
+    fill(one_partition_broker, queue_name, 1)
+    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
+    try:
+        [proxy] = take(consumer, 1)
+        refuse_records(one_partition_broker, queue_name)
+        with pytest.raises(DeliveryFailed):
+            one_partition_broker.enqueue(proxy)
+        # When the worker acks it, then the ack raises what makes the worker try it again
+        with pytest.raises(ConnectionClosed):
+            consumer.ack(proxy)
+        pump(consumer)
+        assert committed_offset(one_partition_broker, queue_name) is None
+        # And once Kafka takes the retry, the ack sends it and the message is done
+        refuse_records(one_partition_broker, queue_name, refuse=False)
+        consumer.ack(proxy)
+        [retry] = take(consumer, 1)
+        assert retry.message_id == proxy.message_id
+        pump(consumer)
+        assert committed_offset(one_partition_broker, queue_name) == 1
+    finally:
+        consumer.close()
+
+
+def test_a_record_whose_dead_letter_kafka_refuses_restarts_the_consumer(kafka, one_partition_broker, queue_name):
+    # Given a record that is no message, and a dead-letter topic that refuses records
+    one_partition_broker.declare_queue(queue_name)
+    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)  # creates the topics
+    refuse_records(one_partition_broker, xq_name(queue_name))
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(queue_name, b"not a message")
+    assert producer.flush(10) == 0
+    # When the consumer meets it, then it asks Dramatiq for a new consumer, committing nothing
+    with pytest.raises(ConnectionClosed, match="could not dead-letter"):
+        for _ in range(200):
+            assert next(consumer) is None
+    consumer.close()
+    assert committed_offset(one_partition_broker, queue_name) is None
+    # And the new consumer reads the record again, and dead-letters it once Kafka takes it
+    refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
+    again = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
+    try:
+        for _ in range(200):
+            assert next(again) is None
+            if committed_offset(one_partition_broker, queue_name) == 1:
+                break
+        assert committed_offset(one_partition_broker, queue_name) == 1
+    finally:
+        again.close()
+
+
+def test_a_delay_partition_held_while_paused_for_backpressure_is_not_resumed_before_its_head_is_due(kafka, queue_name):
+    # Given a delay consumer with a small read-ahead, already in its group
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=0, delay_tiers=(0, 60_000))
+    broker.declare_queue(queue_name)
+    consumer = broker.consume(dq_name(queue_name), prefetch=1, timeout=50)
+    consumer.read_ahead = 4
+    try:
+        pump(consumer)
+        # And, in one delay tier, two messages due now, then four due in 3 s
+        def message(n):
+            return dramatiq.Message(queue_name=queue_name, actor_name="a", args=(n,), kwargs={}, options={})
+
+        broker.enqueue_many([message(0), message(1)], delay=1)
+        broker.enqueue_many([message(n) for n in range(2, 6)], delay=3_000)
+        # When the first is out and the buffer fills, the partition is paused for backpressure,
+        # and then, the buffer draining, the consumer meets the first message not yet due
+        [first] = take(consumer, 1)
+        pump(consumer)
+        consumer.ack(first)
+        delivered = [first]
+        deadline = time.monotonic() + 20
+        while len(delivered) < 6 and time.monotonic() < deadline:
+            proxy = next(consumer)
+            if proxy is not None:
+                delivered.append(proxy)
+                consumer.ack(proxy)
+        # Then every message comes once due, none dropped while the partition was held
+        assert sorted(p.args[0] for p in delivered) == list(range(6))
+    finally:
+        consumer.close()
+        broker.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dramatiq
 import pytest
+from confluent_kafka import Producer
 from dramatiq.results import ResultFailure, ResultMissing, Results, ResultTimeout
 
 from broker import REPLY_PARTITION, KafkaBroker, KafkaResultBackend, ReplyRouting
@@ -168,6 +169,63 @@ def test_a_restarted_requester_gets_results_of_messages_sent_before(kafka, resul
         assert again.get_result(backend=restarted, block=True, timeout=10_000) == {"id": 11, "name": "user-11"}
     finally:
         restarted.close()
+
+
+@pytest.fixture
+def one_partition_backend(kafka, results_topic):
+    """A result backend whose results all share one partition, with no ReplyRouting."""
+    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=1)
+    backend.ensure_topic()
+    yield backend
+    backend.close()
+
+
+def plain_message(queue_name: str) -> dramatiq.Message:
+    return dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={})
+
+
+def test_a_result_read_before_anyone_asked_for_it_is_found_when_asked(one_partition_backend, queue_name):
+    # Given the results of two messages sent elsewhere, in one partition
+    backend = one_partition_backend
+    first, second = plain_message(queue_name), plain_message(queue_name)
+    backend.store_result(first, 1, 60_000)
+    backend.store_result(second, 2, 60_000)
+    # When the first is asked for, the listener reads both, and drops the second (nobody wants it yet)
+    assert backend.get_result(first, block=False, timeout=10_000) == 1
+    # Then the second is still found when asked for
+    assert backend.get_result(second, block=True, timeout=10_000) == 2
+
+
+def test_a_cancelled_async_wait_leaves_no_waiter_behind(one_partition_backend, queue_name):
+    # Given an async wait for a result that never comes
+    backend = one_partition_backend
+    message = plain_message(queue_name)
+
+    async def wait_then_cancel():
+        waiting = asyncio.ensure_future(backend.get_result_async(message, timeout=60_000))
+        while not any(entry.waiters for entry in backend._book._entries.values()):
+            await asyncio.sleep(0.01)
+        # When it is cancelled (a client went away)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(wait_then_cancel())
+    # Then its key can expire: no waiter holds it in memory
+    assert backend._book.expire(now=2**62) == 1
+    assert len(backend._book) == 0
+
+
+def test_the_reply_listener_survives_a_result_record_it_cannot_read(kafka, one_partition_backend, queue_name):
+    # Given a record with an unreadable expiry in the results topic, before a real result
+    backend = one_partition_backend
+    message = plain_message(queue_name)
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(backend.topic, b"?", key=b"some-key", headers=[("x-result-expires", b"soon")])
+    assert producer.flush(10) == 0
+    backend.store_result(message, 5, 60_000)
+    # When the listener reads both, then the real result still reaches its caller
+    assert backend.get_result(message, block=True, timeout=10_000) == 5
 
 
 # Separate processes, as in production ----------------------------------------------------------
