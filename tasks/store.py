@@ -116,8 +116,11 @@ class _TaskWrites:
             where=_tasks.c.status == "submitting",
         )
         moved = {name: row.excluded[name] for name in ("status", "result", "error", "updated_at")}
-        #: A final status replaces any other.
-        self.finished = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved)
+        #: A final status replaces any other but success: a redelivery of a task that succeeded
+        #: (its offset was not committed yet) may fail, yet the task's effect is there.  A dead or
+        #: failed task replayed from its dead-letter topic may still succeed.
+        self.finished = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
+                                                  where=_tasks.c.status != "succeeded")
         #: A status on the way (running, retrying) replaces any but a final one.
         self.progressed = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
                                                     where=_tasks.c.status.not_in(FINAL_STATUSES))

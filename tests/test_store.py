@@ -119,6 +119,19 @@ def test_a_finished_task_does_not_go_back_to_running(store):
     assert (task["status"], task["result"]) == ("succeeded", {"id": 1})
 
 
+def test_a_succeeded_task_stays_succeeded_when_a_redelivery_of_it_dies(store):
+    store.set_status("a", "process_payment", "succeeded", result={"paymentId": 1})
+    store.set_status("a", "process_payment", "dead", error="ResultTimeout: no answer")
+    task = store.get_task("a")
+    assert (task["status"], task["result"], task["error"]) == ("succeeded", {"paymentId": 1}, None)
+
+
+def test_a_dead_task_replayed_from_its_dead_letters_can_succeed(store):
+    store.set_status("a", "process_payment", "dead", error="ResultTimeout: no answer")
+    store.set_status("a", "process_payment", "succeeded", result={"paymentId": 1})
+    assert store.get_task("a")["status"] == "succeeded"
+
+
 def test_mark_queued_does_not_undo_a_workers_progress(store):
     store.add_task(task_id="a", kind="create_user")
     store.set_status("a", "create_user", "running")
