@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from tasks.auth import create_user
 from tasks.schemas import SignUpSchema, TaskAcceptedSchema
 from tasks.submit import submit
 
 from . import errors
+from .parsing import Blueprint
 from .statuses import LOCATION_HEADER, accepted
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Sign-ups.")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields
 
 from broker import KafkaBroker
 
 from . import errors
 from .extension import kafka_tasks
+from .parsing import Blueprint
 
 logger = logging.getLogger(__name__)
 

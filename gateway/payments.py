@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from tasks.payments import process_payment
@@ -10,6 +9,7 @@ from tasks.schemas import PaymentSchema, TaskAcceptedSchema
 from tasks.submit import submit
 
 from . import errors
+from .parsing import Blueprint
 from .statuses import LOCATION_HEADER, accepted
 
 blp = Blueprint("payments", __name__, url_prefix="/api/payments", description="Payments.")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from flask import url_for
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from tasks.schemas import TaskStatusSchema
 
 from . import errors
 from .extension import kafka_tasks
+from .parsing import Blueprint
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Task statuses.")
 

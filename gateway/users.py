@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from tasks.auth import get_user
-from tasks.schemas import UserSchema
+from tasks.schemas import MAX_USER_ID, UserSchema
 
 from . import errors
 from .extension import kafka_tasks
+from .parsing import Blueprint
 
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users.")
-
-#: The largest user id: ``users.id`` is a 32-bit INTEGER in PostgreSQL.  Larger ids exist nowhere.
-MAX_USER_ID = 2**31 - 1
-
 
 @blp.route("/<int:user_id>")
 @blp.response(200, UserSchema)

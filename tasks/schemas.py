@@ -71,10 +71,15 @@ class SignUpSchema(Schema):
         return data
 
 
+#: The largest user id: ``users.id`` is a 32-bit INTEGER in PostgreSQL.  Larger ids exist nowhere,
+#: and PostgreSQL refuses to even compare them with one.
+MAX_USER_ID = 2**31 - 1
+
+
 class PaymentSchema(Schema):
     """A payment: ``{userId, amount, currency}``.  Money is a ``Decimal``, never a float."""
 
-    userId = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    userId = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_USER_ID))
     amount = fields.Decimal(
         required=True, as_string=True, allow_nan=False, validate=[_in_range, _at_most_two_decimals],
         # Documented by hand: apispec would write a Decimal field's limits as strings.

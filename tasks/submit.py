@@ -3,16 +3,26 @@
 The gateway calls these.  A task is recorded as ``queued`` once Kafka has acknowledged its
 message: one write.  A task with an ``Idempotency-Key`` is recorded as ``submitting`` before it is
 sent, so that a repeated key finds it; if the send fails, that record is removed.  A failed send
-propagates: the caller answers 503, and nothing was promised.
+propagates: the caller answers 503, and nothing was promised.  Once Kafka has the task, nothing
+fails the submission: not recording it as ``queued`` (its worker records its progress).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import dramatiq
 
 from .store import get_store
+
+logger = logging.getLogger(__name__)
+
+#: How long a submission may stay ``submitting`` before a request with its key takes it over.
+#: Longer than any send can take (the delivery timeout, and gunicorn kills a request after 30 s):
+#: older, the process that was sending it died.
+ABANDONED_AFTER = timedelta(seconds=60)
 
 
 class SubmissionInProgress(Exception):
@@ -39,14 +49,29 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
     if idempotency_key is not None:
         task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key)
         if task["taskId"] != message.message_id:
-            if task["status"] == "submitting":
+            if task["status"] != "submitting":
+                return Submission(task["taskId"], created=False)
+            if not _abandoned(task):
                 raise SubmissionInProgress(task["taskId"])
-            return Submission(task["taskId"], created=False)
+            # Its sender died, perhaps after Kafka took it: send it again as the same task, which
+            # its actor then meets twice at most, as it would a redelivery.
+            message = message.copy(message_id=task["taskId"])
     try:
         actor.broker.enqueue(message)
     except BaseException:
         if idempotency_key is not None:
             store.forget_task(message.message_id)
         raise
-    store.mark_queued(message.message_id, actor.actor_name)
+    try:
+        store.mark_queued(message.message_id, actor.actor_name)
+    except Exception:
+        # Answering 503 now would have the client send the task again: Kafka already has it.
+        logger.exception("Task %s is in Kafka but could not be recorded as queued.", message.message_id)
     return Submission(message.message_id, created=True)
+
+
+def _abandoned(task: dict) -> bool:
+    updated_at = task["updatedAt"]
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) - updated_at > ABANDONED_AFTER

@@ -6,8 +6,11 @@ import sys
 
 os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")  # before gateway and tasks build the broker
 
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
 import dramatiq  # noqa: E402
 import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
 from dramatiq.brokers.stub import StubBroker  # noqa: E402
 from dramatiq.results import ResultTimeout  # noqa: E402
 
@@ -15,6 +18,7 @@ import tasks.app  # noqa: E402
 from broker import DeliveryFailed  # noqa: E402
 from gateway import create_app  # noqa: E402
 from tasks.store import Store, get_store  # noqa: E402
+from tasks.submit import ABANDONED_AFTER  # noqa: E402
 
 SIGN_UP = {"name": "Ada Lovelace", "email": "Ada@Example.com"}
 PAYMENT = {"userId": 1, "amount": "10.50", "currency": "EUR"}
@@ -170,12 +174,53 @@ def test_idempotency_key_in_progress_is_409(client, store, broker):
     assert broker.queues["payments"].qsize() == 0
 
 
+def test_a_key_whose_submission_was_abandoned_sends_that_task_again(client, store, broker):
+    # Given a task with this key left "submitting" by a process that died while sending it
+    store.add_task(task_id="t-abandoned", kind="process_payment", idempotency_key="order-8")
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE tasks SET updated_at = :then WHERE id = 't-abandoned'"),
+                           {"then": datetime.now(timezone.utc) - ABANDONED_AFTER - timedelta(seconds=1)})
+
+    # When the same key is posted
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-8"})
+
+    # Then it is sent again as the same task (its actor sees it at most twice, as a redelivery)
+    assert response.status_code == 202
+    assert response.get_json()["taskId"] == "t-abandoned"
+    assert take(broker, "payments").message_id == "t-abandoned"
+    assert store.get_task("t-abandoned")["status"] == "queued"
+
+
+def test_a_task_kafka_took_is_202_even_if_its_status_cannot_be_recorded(client, store, broker, monkeypatch):
+    # Given a database that fails the "queued" write (a 503 now would have the client send it twice)
+    def locked(self, task_id, kind):
+        raise sa.exc.OperationalError("UPDATE tasks", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Store, "mark_queued", locked)
+
+    # When a payment is posted, then it is accepted, since Kafka has it
+    response = client.post("/api/payments/pay", json=PAYMENT)
+    assert response.status_code == 202
+    assert take(broker, "payments").message_id == response.get_json()["taskId"]
+
+
+@pytest.mark.parametrize("body", ['{"userId": 1' + "1" * 5000 + "}", "[" * 20_000 + "]" * 20_000],
+                         ids=["integer-of-5000-digits", "arrays-nested-20000-deep"])
+def test_json_that_python_cannot_read_is_400(client, store, broker, body):
+    response = client.post("/api/payments/pay", data=body, content_type="application/json")
+
+    body = assert_error(response, 400, "Bad Request")
+    assert body["errors"] == {"json": ["Invalid JSON body."]}
+    assert broker.queues["payments"].qsize() == 0
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"userId": None}, "userId"),
     ({"userId": 0}, "userId"),
     ({"userId": -1}, "userId"),
     ({"userId": "1"}, "userId"),
     ({"userId": 1.5}, "userId"),
+    ({"userId": 2**31}, "userId"),
     ({"amount": 0}, "amount"),
     ({"amount": -1}, "amount"),
     ({"amount": 1.234}, "amount"),

@@ -1,0 +1,33 @@
+"""Request parsing: flask-smorest's, with every unreadable JSON body answered 400.
+
+webargs turns a ``JSONDecodeError`` into 400 "Invalid JSON body.", but Python's ``json`` raises
+other errors for bodies it cannot read either: ``ValueError`` for an integer of more than 4,300
+digits, ``RecursionError`` for arrays nested some thousands deep.  Both fit in the 64 KiB a body
+may have, and would be a 500.
+"""
+
+from __future__ import annotations
+
+import json
+
+import flask_smorest
+from webargs.flaskparser import FlaskParser
+
+
+class Parser(FlaskParser):
+    """webargs' Flask parser, for which any body ``json`` cannot read is invalid JSON."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as e:
+            # With the body as the document: webargs reads an empty one as "no body".
+            raise json.JSONDecodeError(f"{type(e).__name__}: {e}", req.get_data(as_text=True), 0) from None
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint, parsing arguments with :class:`Parser`."""
+
+    ARGUMENTS_PARSER = Parser()
