@@ -107,10 +107,22 @@ class KafkaConsumer(dramatiq.Consumer):
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(self.tracker.positions(keys), asynchronous=False)
         self._forget(keys)
+        self._unpause(partitions)
         logger.debug("Revoked %s.", sorted(keys))
 
     def _on_lost(self, consumer, partitions) -> None:
         self._forget({(tp.topic, tp.partition) for tp in partitions})
+        self._unpause(partitions)
+
+    def _unpause(self, partitions) -> None:
+        """Resumes partitions that are leaving this consumer.  librdkafka keeps a partition's pause
+        across a revoke: assigned here again, it would come back paused, and, forgotten by
+        ``_paused`` and ``_held``, never be resumed.
+        """
+        try:
+            self._consumer.resume(partitions)
+        except KafkaException as e:
+            logger.debug("Could not resume leaving partitions: %s", e)
 
     def _forget(self, keys: set[tuple[str, int]]) -> None:
         for key in keys:

@@ -266,3 +266,36 @@ def test_a_delay_partition_held_while_paused_for_backpressure_is_not_resumed_bef
     finally:
         consumer.close()
         broker.close()
+
+
+def test_a_partition_paused_when_it_left_is_not_paused_when_it_comes_back(kafka, queue_name):
+    # Given a consumer whose two partitions are paused (its buffer is full, a message is out)
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=2, commit_interval_ms=0)
+    fill(broker, queue_name, 20)
+    first = broker.consume(queue_name, prefetch=1, timeout=50)
+    first.read_ahead = 2
+    second = None
+    try:
+        [out] = take(first, 1)
+        pump(first)
+        # When another consumer joins, takes one of them, and leaves, so that it comes back
+        second = broker.consume(queue_name, prefetch=100, timeout=50)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (first._consumer.assignment() and second._consumer.assignment()):
+            next(first), next(second)
+        assert len(first._consumer.assignment()) == len(second._consumer.assignment()) == 1
+        second.close()
+        # Then, once the first acks, every message reaches it, from both partitions
+        first.ack(out)
+        seen, deadline = {out.message_id}, time.monotonic() + 60
+        while len(seen) < 20 and time.monotonic() < deadline:
+            proxy = next(first)
+            if proxy is not None:
+                seen.add(proxy.message_id)
+                first.ack(proxy)
+        assert len(seen) == 20
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+        broker.close()
