@@ -87,6 +87,8 @@ class KafkaConsumer(dramatiq.Consumer):
         self._slot_freed = threading.Event()
         #: Why this consumer must be replaced (set from any thread); see :meth:`_restart`.
         self._broken: str | None = None
+        #: The thread that calls ``__next__``: Dramatiq's consumer thread.
+        self._polling_thread: int | None = None
         self._closed = False
         self._consumer = Consumer(self.client_config(broker, group_id))
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -157,7 +159,13 @@ class KafkaConsumer(dramatiq.Consumer):
         try:
             self.broker.dead_letter(message, message._exception)
         except DeliveryFailed as e:
-            raise ConnectionClosed(f"could not dead-letter message {message.message_id}: {e}") from None
+            reason = f"could not dead-letter message {message.message_id}: {e}"
+            if threading.get_ident() == self._polling_thread:
+                # Dramatiq nacks a message for an unknown actor on its consumer thread, which must
+                # not sit in a retry loop instead of polling: the consumer restarts and reads it again.
+                self._restart(reason)
+                return
+            raise ConnectionClosed(reason) from None
         self._finish(message)
 
     def requeue(self, messages) -> None:
@@ -178,6 +186,7 @@ class KafkaConsumer(dramatiq.Consumer):
     def __next__(self) -> KafkaMessageProxy | None:
         if self._closed:
             raise ConnectionClosed("the consumer is closed")
+        self._polling_thread = threading.get_ident()
         deadline = time.monotonic() + self.timeout / 1000
         while True:
             if self._broken is not None:
@@ -185,6 +194,8 @@ class KafkaConsumer(dramatiq.Consumer):
             self._commit_if_due()
             self._before_poll()
             while self._buffer and self.tracker.in_flight < self.prefetch:
+                if self._broken is not None:
+                    raise ConnectionClosed(self._broken)  # a message handed out now would run twice
                 proxy = self._handle(self._buffer.popleft())
                 if proxy is not None:
                     return proxy

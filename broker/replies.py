@@ -262,11 +262,18 @@ class ReplyListener:
                 # Nothing that recent yet: start at the end read above, as a number.  OFFSET_END
                 # would be resolved only when fetching starts, after a reply may have been written.
                 tp.offset = ends[tp.partition]
-            start = TopicPartition(self.topic, tp.partition, tp.offset)
-            (rewind if tp.partition in self._watched_since else fresh).append(start)
-        if rewind:
-            # Re-assigning moves the position back even before the partition has fetched.
-            self._consumer.incremental_unassign([TopicPartition(self.topic, tp.partition) for tp in rewind])
+            if tp.partition in self._watched_since:
+                # Never forward: what lies between is not read yet, and may hold awaited results.
+                tp.offset = min(tp.offset, self._caught_up.get(tp.partition, tp.offset))
+                rewind.append(TopicPartition(self.topic, tp.partition, tp.offset))
+            else:
+                fresh.append(TopicPartition(self.topic, tp.partition, tp.offset))
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        leaving = [TopicPartition(self.topic, tp.partition) for tp in rewind if tp.partition in assigned]
+        if leaving:
+            # Re-assigning moves the position back even before the partition has fetched.  (Only
+            # what is assigned: after a failed assign below, the retry finds it unassigned.)
+            self._consumer.incremental_unassign(leaving)
         if fresh or rewind:
             self._consumer.incremental_assign(fresh + rewind)
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dramatiq
@@ -152,6 +153,23 @@ def test_consumer_config_given_to_the_broker_overrides_the_delay_consumers_fetch
     assert DelayConsumer.client_config(broker, "q.DQ")["fetch.wait.max.ms"] == 200
 
 
+def in_worker_thread(function, *args) -> None:
+    """Calls ``function`` in another thread, as Dramatiq's worker threads ack and nack; re-raises."""
+    raised = []
+
+    def run():
+        try:
+            function(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            raised.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if raised:
+        raise raised[0]
+
+
 def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None:
     """Makes Kafka refuse every record written to ``topic`` (too large), or accept them again."""
     entry = (ConfigEntry("max.message.bytes", "16", incremental_operation=AlterConfigOpType.SET) if refuse
@@ -159,6 +177,14 @@ def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
     for future in broker.admin.incremental_alter_configs([resource]).values():
         future.result(10)
+    # The change is committed before the broker applies it: wait until it describes it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        [described] = broker.admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+        if (described.result(10)["max.message.bytes"].value == "16") == refuse:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the broker did not apply max.message.bytes to {topic}")
 
 
 def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_partition_broker, queue_name):
@@ -169,18 +195,38 @@ def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_p
         [proxy] = take(consumer, 1)
         proxy.fail()
         refuse_records(one_partition_broker, xq_name(queue_name))
-        # When it is nacked, then it raises what makes Dramatiq's worker try the nack again
+        # When a worker thread nacks it, then it raises what makes Dramatiq's worker try again
         with pytest.raises(ConnectionClosed):
-            consumer.nack(proxy)
+            in_worker_thread(consumer.nack, proxy)
         pump(consumer)
         assert committed_offset(one_partition_broker, queue_name) is None
         # And once the dead letter is taken, the message is done
         refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
-        consumer.nack(proxy)
+        in_worker_thread(consumer.nack, proxy)
         pump(consumer)
         assert committed_offset(one_partition_broker, queue_name) == 1
     finally:
         consumer.close()
+
+
+def test_a_nack_on_the_consumer_thread_whose_dead_letter_kafka_refuses_restarts_the_consumer(
+        one_partition_broker, queue_name):
+    # Given a failed message, and a dead-letter topic that refuses records
+    fill(one_partition_broker, queue_name, 1)
+    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
+    try:
+        [proxy] = take(consumer, 1)
+        proxy.fail()
+        refuse_records(one_partition_broker, xq_name(queue_name))
+        # When the consumer thread itself nacks it (Dramatiq does, for an unknown actor)
+        consumer.nack(proxy)
+        # Then it keeps polling, and its next poll asks Dramatiq for a new consumer
+        with pytest.raises(ConnectionClosed, match="could not dead-letter"):
+            next(consumer)
+    finally:
+        consumer.close()
+        refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
+    assert committed_offset(one_partition_broker, queue_name) is None
 
 
 def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sent(one_partition_broker, queue_name):
@@ -194,12 +240,12 @@ def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sen
             one_partition_broker.enqueue(proxy)
         # When the worker acks it, then the ack raises what makes the worker try it again
         with pytest.raises(ConnectionClosed):
-            consumer.ack(proxy)
+            in_worker_thread(consumer.ack, proxy)
         pump(consumer)
         assert committed_offset(one_partition_broker, queue_name) is None
         # And once Kafka takes the retry, the ack sends it and the message is done
         refuse_records(one_partition_broker, queue_name, refuse=False)
-        consumer.ack(proxy)
+        in_worker_thread(consumer.ack, proxy)
         [retry] = take(consumer, 1)
         assert retry.message_id == proxy.message_id
         pump(consumer)
