@@ -265,6 +265,19 @@ class Store:
             )
         return _task_dict(task)
 
+    def take_over(self, task_id: str, *, abandoned_before: dt.datetime) -> bool:
+        """Claims a task left ``submitting`` since before ``abandoned_before``; the claim counts as
+        an update, so of callers that try at once, exactly one gets it.  Returns whether this one did.
+        """
+        with self._writing() as connection:
+            claimed = connection.execute(
+                _tasks.update()
+                .where(_tasks.c.id == task_id, _tasks.c.status == "submitting",
+                       _tasks.c.updated_at < abandoned_before)
+                .values(updated_at=_utcnow())
+            )
+        return claimed.rowcount == 1
+
     def _insert_once(self, connection, table, key: str, values: dict):
         """Inserts a row unless one with the same value in the unique column ``key`` exists: how a
         redelivered or repeated request finds its earlier work instead of doing it twice.

@@ -51,10 +51,11 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
         if task["taskId"] != message.message_id:
             if task["status"] != "submitting":
                 return Submission(task["taskId"], created=False)
-            if not _abandoned(task):
+            abandoned_before = datetime.now(timezone.utc) - ABANDONED_AFTER
+            if not store.take_over(task["taskId"], abandoned_before=abandoned_before):
                 raise SubmissionInProgress(task["taskId"])
             # Its sender died, perhaps after Kafka took it: send it again as the same task, which
-            # its actor then meets twice at most, as it would a redelivery.
+            # its actor may then meet again, as it would a redelivery (payments are unique by key).
             message = message.copy(message_id=task["taskId"])
     try:
         actor.broker.enqueue(message)
@@ -68,10 +69,3 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
         # Answering 503 now would have the client send the task again: Kafka already has it.
         logger.exception("Task %s is in Kafka but could not be recorded as queued.", message.message_id)
     return Submission(message.message_id, created=True)
-
-
-def _abandoned(task: dict) -> bool:
-    updated_at = task["updatedAt"]
-    if updated_at.tzinfo is None:
-        updated_at = updated_at.replace(tzinfo=timezone.utc)
-    return datetime.now(timezone.utc) - updated_at > ABANDONED_AFTER

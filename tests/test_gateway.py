@@ -17,7 +17,7 @@ from dramatiq.results import ResultTimeout  # noqa: E402
 import tasks.app  # noqa: E402
 from broker import DeliveryFailed  # noqa: E402
 from gateway import create_app  # noqa: E402
-from tasks.store import Store, get_store  # noqa: E402
+from tasks.store import Store, Task, get_store  # noqa: E402
 from tasks.submit import ABANDONED_AFTER  # noqa: E402
 
 SIGN_UP = {"name": "Ada Lovelace", "email": "Ada@Example.com"}
@@ -178,8 +178,8 @@ def test_a_key_whose_submission_was_abandoned_sends_that_task_again(client, stor
     # Given a task with this key left "submitting" by a process that died while sending it
     store.add_task(task_id="t-abandoned", kind="process_payment", idempotency_key="order-8")
     with store.engine.begin() as connection:
-        connection.execute(sa.text("UPDATE tasks SET updated_at = :then WHERE id = 't-abandoned'"),
-                           {"then": datetime.now(timezone.utc) - ABANDONED_AFTER - timedelta(seconds=1)})
+        connection.execute(sa.update(Task).where(Task.id == "t-abandoned").values(
+            updated_at=datetime.now(timezone.utc) - ABANDONED_AFTER - timedelta(seconds=1)))
 
     # When the same key is posted
     response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-8"})

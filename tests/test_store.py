@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
-from tasks.store import EmailTaken, Store, database_url
+from tasks.store import EmailTaken, Store, Task, database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -117,6 +118,23 @@ def test_a_finished_task_does_not_go_back_to_running(store):
     store.set_status("a", "create_user", "running")
     task = store.get_task("a")
     assert (task["status"], task["result"]) == ("succeeded", {"id": 1})
+
+
+def test_only_one_caller_takes_over_an_abandoned_submission(store):
+    # Given a task left "submitting" two minutes ago
+    store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.engine.begin() as connection:
+        connection.execute(update(Task).where(Task.id == "a").values(updated_at=now - dt.timedelta(minutes=2)))
+    # When two callers that find it abandoned for a minute try to take it over, only one gets it
+    assert store.take_over("a", abandoned_before=now - dt.timedelta(minutes=1))
+    assert not store.take_over("a", abandoned_before=now - dt.timedelta(minutes=1))
+
+
+def test_a_submission_in_progress_is_not_taken_over(store):
+    store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
+    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60)
+    assert not store.take_over("a", abandoned_before=earlier)
 
 
 def test_a_succeeded_task_stays_succeeded_when_a_redelivery_of_it_dies(store):
