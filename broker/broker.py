@@ -275,7 +275,7 @@ class KafkaBroker(dramatiq.Broker):
             topic = self.settings.topic(self.tiers.for_delay(remaining).topic(message.queue_name))
         key = message.options.get(PARTITION_KEY)
         key = None if key is None else str(key).encode()
-        return Record(topic, message.encode(), key=key, timestamp=now)
+        return Record(topic, _encode(message), key=key, timestamp=now)
 
     # Dead letters -----------------------------------------------------------------------------
 
@@ -289,7 +289,7 @@ class KafkaBroker(dramatiq.Broker):
         info = DeadLetterInfo.for_exception(exception, retries=message.options.get("retries", 0),
                                             topic=topic, partition=partition, offset=offset)
         queue_name = q_name(message.queue_name)
-        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), message.encode(), headers=info.headers()))
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), _encode(message), headers=info.headers()))
         self._dead_letters[queue_name].append((message, exception))
 
     def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
@@ -413,3 +413,17 @@ class KafkaBroker(dramatiq.Broker):
             self._admin = None
         if producer is not None and self._clients_pid == os.getpid():
             producer.close()
+
+
+#: The most of Dramatiq's ``traceback`` option a record keeps: its end, where the exception is.
+#: Retries stores the formatted exception there, and an exception's message can be any size; uncut,
+#: a message could outgrow what Kafka takes, and its retry or dead letter be refused for good.
+MAX_TRACEBACK_CHARS = 16 * 1024
+
+
+def _encode(message: dramatiq.Message) -> bytes:
+    """Encodes a message, its ``traceback`` option cut to its last ``MAX_TRACEBACK_CHARS``."""
+    traceback = message.options.get("traceback")
+    if isinstance(traceback, str) and len(traceback) > MAX_TRACEBACK_CHARS:
+        message = message.copy(options={"traceback": "\u2026" + traceback[-MAX_TRACEBACK_CHARS:]})
+    return message.encode()

@@ -12,6 +12,7 @@ from dramatiq.common import current_millis
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
 from broker import PARTITION_KEY, DeadLetterInfo, DeliveryFailed, KafkaBroker, MissingTopics
+from broker.broker import MAX_TRACEBACK_CHARS
 
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
@@ -157,6 +158,25 @@ def test_a_message_that_always_fails_ends_in_the_dead_letter_topic(kafka, kafka_
     assert info.exception_message == "card declined"
     assert info.retries == 3  # Dramatiq's count of failed attempts: the first and two retries
     assert info.topic == queue_name
+
+
+def test_a_failure_with_a_huge_message_is_still_retried_and_dead_lettered(kafka, kafka_broker, worker, queue_name):
+    # Given an actor whose exception's message is larger than Kafka takes (Retries copies it into
+    # the message's traceback option)
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=1, min_backoff=20, max_backoff=50)
+    def verbose():
+        raise ValueError("x" * 2_000_000)
+
+    message = verbose.send()
+    # When it fails for good, then its retry and its dead letter are in Kafka, the traceback cut
+    with pytest.raises(ValueError):
+        kafka_broker.join(queue_name, timeout=30_000)
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    dead = dramatiq.Message.decode(letter.value())
+    assert dead.message_id == message.message_id
+    assert dead.options["retries"] == 2
+    assert len(dead.options["traceback"]) == MAX_TRACEBACK_CHARS + 1
+    assert dead.options["traceback"].rstrip().endswith("x" * 100)
 
 
 def test_join_without_fail_fast_does_not_raise(kafka_broker, worker, queue_name):
