@@ -128,18 +128,25 @@ def test_prefetch_limits_the_messages_handed_out_until_acks_come(one_partition_b
         consumer.close()
 
 
-def test_nack_dead_letters_then_commits(one_partition_broker, queue_name):
+@pytest.fixture
+def handed_out(one_partition_broker, queue_name):
+    """A consumer of a one-message queue, and that message, handed out; closed after the test."""
     fill(one_partition_broker, queue_name, 1)
     consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
     try:
         [proxy] = take(consumer, 1)
-        proxy.fail()
-        consumer.nack(proxy)
-        pump(consumer)
-        assert committed_offset(one_partition_broker, queue_name) == 1
-        assert [m.message_id for m in one_partition_broker.dead_letters] == [proxy.message_id]
+        yield consumer, proxy
     finally:
         consumer.close()
+
+
+def test_nack_dead_letters_then_commits(one_partition_broker, queue_name, handed_out):
+    consumer, proxy = handed_out
+    proxy.fail()
+    consumer.nack(proxy)
+    pump(consumer)
+    assert committed_offset(one_partition_broker, queue_name) == 1
+    assert [m.message_id for m in one_partition_broker.dead_letters] == [proxy.message_id]
 
 
 def test_a_delay_consumer_fetches_within_a_short_wait_so_due_messages_are_not_held_back():
@@ -187,71 +194,59 @@ def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None
     raise AssertionError(f"the broker did not apply max.message.bytes to {topic}")
 
 
-def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_partition_broker, queue_name):
+def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_partition_broker, queue_name,
+                                                                          handed_out):
     # Given a failed message, and a dead-letter topic that refuses records
-    fill(one_partition_broker, queue_name, 1)
-    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
-    try:
-        [proxy] = take(consumer, 1)
-        proxy.fail()
-        refuse_records(one_partition_broker, xq_name(queue_name))
-        # When a worker thread nacks it, then it raises what makes Dramatiq's worker try again
-        with pytest.raises(ConnectionClosed):
-            in_worker_thread(consumer.nack, proxy)
-        pump(consumer)
-        assert committed_offset(one_partition_broker, queue_name) is None
-        # And once the dead letter is taken, the message is done
-        refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
+    consumer, proxy = handed_out
+    proxy.fail()
+    refuse_records(one_partition_broker, xq_name(queue_name))
+    # When a worker thread nacks it, then it raises what makes Dramatiq's worker try again
+    with pytest.raises(ConnectionClosed):
         in_worker_thread(consumer.nack, proxy)
-        pump(consumer)
-        assert committed_offset(one_partition_broker, queue_name) == 1
-    finally:
-        consumer.close()
+    pump(consumer)
+    assert committed_offset(one_partition_broker, queue_name) is None
+    # And once the dead letter is taken, the message is done
+    refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
+    in_worker_thread(consumer.nack, proxy)
+    pump(consumer)
+    assert committed_offset(one_partition_broker, queue_name) == 1
 
 
 def test_a_nack_on_the_consumer_thread_whose_dead_letter_kafka_refuses_restarts_the_consumer(
-        one_partition_broker, queue_name):
+        one_partition_broker, queue_name, handed_out):
     # Given a failed message, and a dead-letter topic that refuses records
-    fill(one_partition_broker, queue_name, 1)
-    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
-    try:
-        [proxy] = take(consumer, 1)
-        proxy.fail()
-        refuse_records(one_partition_broker, xq_name(queue_name))
-        # When the consumer thread itself nacks it (Dramatiq does, for an unknown actor)
-        consumer.nack(proxy)
-        # Then it keeps polling, and its next poll asks Dramatiq for a new consumer
-        with pytest.raises(ConnectionClosed, match="could not dead-letter"):
-            next(consumer)
-    finally:
-        consumer.close()
-        refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
+    consumer, proxy = handed_out
+    proxy.fail()
+    refuse_records(one_partition_broker, xq_name(queue_name))
+    # When the consumer thread itself nacks it (Dramatiq does, for an unknown actor)
+    consumer.nack(proxy)
+    # Then it keeps polling, and its next poll asks Dramatiq for a new consumer
+    with pytest.raises(ConnectionClosed, match="could not dead-letter"):
+        next(consumer)
+    # And closing it (as Dramatiq then does) commits nothing
+    consumer.close()
     assert committed_offset(one_partition_broker, queue_name) is None
 
 
-def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sent(one_partition_broker, queue_name):
+def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sent(one_partition_broker, queue_name,
+                                                                                  handed_out):
     # Given a message being processed whose retry Kafka refuses, as Dramatiq's Retries sends it
-    fill(one_partition_broker, queue_name, 1)
-    consumer = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
-    try:
-        [proxy] = take(consumer, 1)
-        refuse_records(one_partition_broker, queue_name)
-        with pytest.raises(DeliveryFailed):
-            one_partition_broker.enqueue(proxy)
-        # When the worker acks it, then the ack raises what makes the worker try it again
-        with pytest.raises(ConnectionClosed):
-            in_worker_thread(consumer.ack, proxy)
-        pump(consumer)
-        assert committed_offset(one_partition_broker, queue_name) is None
-        # And once Kafka takes the retry, the ack sends it and the message is done
-        refuse_records(one_partition_broker, queue_name, refuse=False)
+    consumer, proxy = handed_out
+    refuse_records(one_partition_broker, queue_name)
+    with pytest.raises(DeliveryFailed):
+        one_partition_broker.enqueue(proxy)
+    # When the worker acks it, then the ack raises what makes the worker try it again
+    with pytest.raises(ConnectionClosed):
         in_worker_thread(consumer.ack, proxy)
-        [retry] = take(consumer, 1)
-        assert retry.message_id == proxy.message_id
-        pump(consumer)
-        assert committed_offset(one_partition_broker, queue_name) == 1
-    finally:
-        consumer.close()
+    pump(consumer)
+    assert committed_offset(one_partition_broker, queue_name) is None
+    # And once Kafka takes the retry, the ack sends it and the message is done
+    refuse_records(one_partition_broker, queue_name, refuse=False)
+    in_worker_thread(consumer.ack, proxy)
+    [retry] = take(consumer, 1)
+    assert retry.message_id == proxy.message_id
+    pump(consumer)
+    assert committed_offset(one_partition_broker, queue_name) == 1
 
 
 def test_a_record_whose_dead_letter_kafka_refuses_restarts_the_consumer(kafka, one_partition_broker, queue_name):
