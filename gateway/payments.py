@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema
 
 from tasks.payments import process_payment
-from tasks.schemas import PaymentSchema, TaskAcceptedSchema
+from tasks.schemas import PRINTABLE_ASCII, PaymentSchema, TaskAcceptedSchema, idempotency_key_field
 from tasks.submit import submit
 
 from . import errors
@@ -14,27 +14,11 @@ from .statuses import LOCATION_HEADER, accepted
 
 blp = Blueprint("payments", __name__, url_prefix="/api/payments", description="Payments.")
 
-#: The longest idempotency key: the store's column.
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-#: An idempotency key's characters: printable ASCII, as HTTP header values carry them unchanged.
-PRINTABLE_ASCII = r"^[\x20-\x7e]+$"
-
-
-def _printable_ascii(value: str) -> None:
-    if not (value.isascii() and value.isprintable()):
-        raise ValidationError("Must be printable ASCII characters.")
-
-
 class IdempotencyKeySchema(Schema):
     """The optional ``Idempotency-Key`` header: a repeated key answers with the same task."""
 
-    idempotency_key = fields.String(
+    idempotency_key = idempotency_key_field(
         data_key="Idempotency-Key", load_default=None,
-        validate=[
-            validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY_LENGTH),
-            _printable_ascii,
-        ],
         metadata={"description": "Makes retries of this request answer with the same task.",
                   "pattern": PRINTABLE_ASCII},
     )

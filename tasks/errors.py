@@ -24,5 +24,10 @@ class UnknownUser(PermanentFailure):
         super().__init__(f"unknown user {user_id}")
 
 
+class PaymentKeyConflict(PermanentFailure):
+    def __init__(self) -> None:
+        super().__init__("this task already recorded a payment under another idempotency key")
+
+
 class UserLookupTimedOut(Exception):
     """The auth service did not answer in time; the payment is retried with backoff."""

@@ -13,9 +13,9 @@ from dramatiq.results import ResultTimeout
 
 from .app import backend, broker
 from .auth import get_user
-from .errors import PermanentFailure, UnknownUser, UserLookupTimedOut
-from .schemas import PaymentSchema, load
-from .store import get_store
+from .errors import PaymentKeyConflict, PermanentFailure, UnknownUser, UserLookupTimedOut
+from .schemas import PaymentKeySchema, PaymentSchema, load
+from .store import TaskKeyMismatch, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,13 @@ MAX_BACKOFF_MS = int(os.environ.get("PAYMENTS_MAX_BACKOFF_MS", "60000"))
 @dramatiq.actor(queue_name=QUEUE, broker=broker, max_retries=20, min_backoff=MIN_BACKOFF_MS,
                 max_backoff=MAX_BACKOFF_MS, throws=(PermanentFailure,), track_status=True)
 def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
-    """Records a payment exactly once per idempotency key (the message id when none is given).
+    """Records a payment exactly once per idempotency key, or once per message when none is given.
 
     It waits for ``get_user`` with a timeout, and runs in its own worker processes (the Procfile's
     ``payments``), so payment threads that wait never hold up the auth workers that answer them.
     """
     data = load(PaymentSchema(), payload, "payment")
+    load(PaymentKeySchema(), {"idempotency_key": idempotency_key}, "idempotency key")
     task_id = CurrentMessage.get_current_message().message_id
     try:
         user = get_user.send(data["userId"]).get_result(backend=backend, block=True, timeout=GET_USER_TIMEOUT_MS)
@@ -45,12 +46,15 @@ def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
         raise UserLookupTimedOut(f"the auth service did not answer within {GET_USER_TIMEOUT_MS} ms") from None
     if user is None:
         raise UnknownUser(data["userId"])
-    payment, recorded = get_store().record_payment(
-        idempotency_key=idempotency_key or task_id, user_id=data["userId"], amount=data["amount"],
-        currency=data["currency"], task_id=task_id,
-    )
+    try:
+        payment, recorded = get_store().record_payment(
+            idempotency_key=idempotency_key, user_id=data["userId"], amount=data["amount"],
+            currency=data["currency"], task_id=task_id,
+        )
+    except TaskKeyMismatch:
+        raise PaymentKeyConflict() from None
     if recorded:
         logger.info("process payment for user %s - amount: %s", user["name"], payment["amount"])
     else:
-        logger.info("payment %s was already recorded", payment["idempotencyKey"])
+        logger.info("payment %s was already recorded", payment["idempotencyKey"] or f"of task {task_id}")
     return {**payment, "userName": user["name"]}

@@ -95,6 +95,30 @@ class PaymentSchema(Schema):
         return data
 
 
+#: The longest idempotency key: the store's column.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+#: An idempotency key's characters: printable ASCII, as HTTP header values carry them unchanged.
+PRINTABLE_ASCII = r"^[\x20-\x7e]+$"
+
+
+def _printable_ascii(value: str) -> None:
+    if not (value.isascii() and value.isprintable()):
+        raise ValidationError("Must be printable ASCII characters.")
+
+
+def idempotency_key_field(**kwargs) -> fields.String:
+    """An idempotency key field: 1 to 255 printable ASCII characters."""
+    return fields.String(validate=[validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY_LENGTH), _printable_ascii],
+                         **kwargs)
+
+
+class PaymentKeySchema(Schema):
+    """``process_payment``'s second argument, checked like the ``Idempotency-Key`` header it comes from."""
+
+    idempotency_key = idempotency_key_field(allow_none=True)
+
+
 class TaskAcceptedSchema(Schema):
     """The answer to an accepted task."""
 

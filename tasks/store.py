@@ -57,11 +57,14 @@ class Payment(Base):
     __tablename__ = "payments"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    #: The caller's key: a payment is recorded once per key.  None when the caller gave none.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3))
-    task_id: Mapped[str] = mapped_column(String(64))
+    #: The task that recorded it: a payment without a key is recorded once per task.  Its own
+    #: column, not a key made up from the task id, so no caller's key can ever name another task.
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
 
@@ -88,7 +91,7 @@ def _user_dict(user) -> dict:
 def _payment_dict(payment) -> dict:
     """A payment as the API shows it."""
     return {"id": payment.id, "userId": payment.user_id, "amount": f"{payment.amount:.2f}",
-            "currency": payment.currency, "idempotencyKey": payment.idempotency_key}
+            "currency": payment.currency, "idempotencyKey": payment.idempotency_key, "taskId": payment.task_id}
 
 
 def _task_dict(task) -> dict:
@@ -128,6 +131,10 @@ class _TaskWrites:
 
 class EmailTaken(Exception):
     """A different sign-up already registered this email."""
+
+
+class TaskKeyMismatch(Exception):
+    """This task already recorded a payment under another idempotency key."""
 
 
 def database_url(environ=os.environ) -> str:
@@ -228,19 +235,26 @@ class Store:
 
     # Payments -----------------------------------------------------------------------------------
 
-    def record_payment(self, *, idempotency_key: str, user_id: int, amount: Decimal, currency: str,
+    def record_payment(self, *, idempotency_key: str | None, user_id: int, amount: Decimal, currency: str,
                        task_id: str) -> tuple[dict, bool]:
-        """Records a payment exactly once per idempotency key.
+        """Records a payment exactly once per idempotency key, or, without one, once per task.
+
+        The two never meet: a key that happens to equal some task's id is a new key.
 
         Returns:
           The payment, and whether this call recorded it (False: it was recorded before).
+
+        Raises:
+          TaskKeyMismatch: If this task recorded a payment under another key (or none) before.
         """
         with self._writing() as connection:
             payment, created = self._insert_once(
-                connection, _payments, "idempotency_key",
+                connection, _payments, "task_id" if idempotency_key is None else "idempotency_key",
                 {"idempotency_key": idempotency_key, "user_id": user_id, "amount": amount, "currency": currency,
                  "task_id": task_id, "created_at": _utcnow()},
             )
+        if payment is None or payment.idempotency_key != idempotency_key:
+            raise TaskKeyMismatch(task_id)
         return _payment_dict(payment), created
 
     def payments(self) -> list[dict]:

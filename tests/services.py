@@ -206,9 +206,10 @@ class Stream:
 # The database ------------------------------------------------------------------------------------
 
 def payment_counts(store: Store) -> Counter:
-    """How many payment rows each idempotency key has."""
+    """How many payment rows each idempotency key has (a payment without one: its task id)."""
+    key = func.coalesce(Payment.idempotency_key, Payment.task_id)
     with store.engine.connect() as connection:
-        rows = connection.execute(select(Payment.idempotency_key, func.count()).group_by(Payment.idempotency_key))
+        rows = connection.execute(select(key, func.count()).group_by(key))
         return Counter(dict(rows.all()))
 
 

@@ -116,6 +116,38 @@ def test_two_payments_with_the_same_idempotency_key_charge_once(store, workers):
     assert len(store.payments()) == 1
 
 
+def test_a_redelivered_payment_without_a_key_is_recorded_once(store, workers):
+    user = sign_up(store)["result"]
+    message = process_payment.message({"userId": user["id"], "amount": "5.00"}, None)
+    broker.enqueue(message)
+    broker.enqueue(message)
+    wait_for_status(store, message.message_id, "succeeded")
+    broker.join("payments", fail_fast=False)
+    assert [p["taskId"] for p in store.payments()] == [message.message_id]
+
+
+def test_a_key_equal_to_another_tasks_id_is_a_new_payment(store, workers):
+    # Given a payment without a key, recorded once for its task
+    user = sign_up(store)["result"]
+    first = process_payment.send({"userId": user["id"], "amount": "5.00"}, None)
+    wait_for_status(store, first.message_id, "succeeded")
+    # When another payment's key happens to be that task's id
+    second = process_payment.send({"userId": user["id"], "amount": "7.00"}, first.message_id)
+    task = wait_for_status(store, second.message_id, "succeeded")
+    # Then it is recorded too: keys and tasks are separate namespaces
+    assert task["result"]["amount"] == "7.00"
+    assert sorted(p["amount"] for p in store.payments()) == ["5.00", "7.00"]
+
+
+@pytest.mark.parametrize("key", ["", 42, "x" * 256, "tab\there"])
+def test_a_payment_with_an_invalid_key_fails_for_good(store, workers, key):
+    user = sign_up(store)["result"]
+    message = process_payment.send({"userId": user["id"], "amount": "5.00"}, key)
+    task = wait_for_status(store, message.message_id, "failed")
+    assert "idempotency key" in task["error"]
+    assert store.payments() == []
+
+
 def test_a_payment_for_an_unknown_user_fails_for_good(store, workers):
     message = process_payment.send({"userId": 99, "amount": "1.00"}, None)
     task = wait_for_status(store, message.message_id, "failed")

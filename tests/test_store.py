@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text, update
 
-from tasks.store import EmailTaken, Store, Task, database_url
+from tasks.store import EmailTaken, Store, Task, TaskKeyMismatch, database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -67,6 +67,33 @@ def test_a_payment_is_recorded_once_per_idempotency_key(store):
     assert (recorded, recorded_again) == (True, False)
     assert again == first
     assert store.payments() == [first]
+
+
+def test_a_payment_without_a_key_is_recorded_once_per_task(store):
+    first, recorded = store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR",
+                                           task_id="t1")
+    again, recorded_again = store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"),
+                                                 currency="EUR", task_id="t1")
+    assert (recorded, recorded_again) == (True, False)
+    assert again == first
+
+
+def test_a_key_equal_to_a_task_id_does_not_find_that_tasks_payment(store):
+    by_task, _ = store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR",
+                                      task_id="t1")
+    by_key, recorded = store.record_payment(idempotency_key="t1", user_id=1, amount=Decimal("2"), currency="EUR",
+                                            task_id="t2")
+    assert recorded
+    assert by_key["id"] != by_task["id"]
+
+
+def test_a_task_that_paid_under_one_key_cannot_pay_under_another(store):
+    store.record_payment(idempotency_key="k1", user_id=1, amount=Decimal("1"), currency="EUR", task_id="t1")
+    with pytest.raises(TaskKeyMismatch):
+        store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR", task_id="t1")
+    with pytest.raises(TaskKeyMismatch):
+        store.record_payment(idempotency_key="k2", user_id=1, amount=Decimal("1"), currency="EUR", task_id="t1")
+    assert len(store.payments()) == 1
 
 
 def at_once(call, times: int = 8) -> list:
