@@ -16,13 +16,16 @@ import sys
 import time
 import traceback
 
-from . import SCENARIOS
+from . import SCENARIOS, warmup
 from .context import ROOT, Context
 from .rows import unavailable
 from .services import Services
 
 #: Where raw results are kept between runs (``var/`` is not committed).
 RESULTS = ROOT / "var" / "benchmarks.json"
+
+#: How long Kafka is loaded before the first scenario (s): its CPU per message levels off after ~60 s.
+WARM_UP_SECONDS = 75
 
 #: The generated report.
 REPORT = ROOT / "docs" / "benchmarks.md"
@@ -74,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                       smoke=args.smoke, urls=dict(services.urls), errors=dict(services.errors),
                       kafka_pid=services.kafka.pid)
         results = {"scenarios": dict(previous.get("scenarios", {})), "runs": args.runs, "smoke": args.smoke}
+        if not args.smoke:
+            print(f"\n== warming Kafka up ({WARM_UP_SECONDS} s)", flush=True)
+            results["warmup"] = {"seconds": WARM_UP_SECONDS, "windows": warmup.run(ctx, WARM_UP_SECONDS)}
+            print("  messages, Kafka CPU per message (ms), per window: "
+                  + ", ".join(f"{n:,} {cpu:.3f}" if cpu is not None else f"{n:,}"
+                              for n, cpu in results["warmup"]["windows"]), flush=True)
         for name in names:
             print(f"\n== {name}", flush=True)
             t0 = time.monotonic()

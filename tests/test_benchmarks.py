@@ -104,3 +104,23 @@ def test_report_is_written_from_rows(tmp_path):
     assert "6,500" in text and "0.71x StubBroker" in text
     assert "redis-server is not installed" in text
     assert "| No-op worker throughput, 8 threads ≥ 5,000 tasks/s | 6,500 tasks/s | met |" in text
+
+
+def test_warm_up_sends_through_kafka_in_every_window(bench):
+    # Given the session's Kafka, whose process this test does not own
+    from benchmarks import warmup
+
+    # When it is warmed up for 3 s, watched per second
+    windows = warmup.run(bench, 3, window=1)
+    # Then every window counted messages sent, and no CPU figure is made up for a broker it cannot see
+    assert len(windows) >= 2
+    assert all(messages > 0 and cpu is None for messages, cpu in windows), windows
+
+
+def test_report_tells_how_kafka_warmed_up(tmp_path):
+    from benchmarks import report
+
+    report.write({"scenarios": {}, "warmup": {"seconds": 75, "windows": [(20_000, 0.897), (60_000, 0.161)]}},
+                 tmp_path / "benchmarks.md")
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "loaded for 75 s" in text and "0.90 ms, 0.16 ms" in text
