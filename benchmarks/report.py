@@ -365,11 +365,11 @@ def write(results: dict, path: Path) -> None:
     out += ["", "Kafka, Redis, RabbitMQ, the workers and the load generators all share the two cores. "
             "The machine is shared with other work, so the load average above shows how noisy the run was.", ""]
     if results.get("warmup"):
-        windows = results["warmup"]["windows"]
+        cpus = [f"{cpu:.2f} ms" for _, cpu in results["warmup"]["windows"] if cpu is not None]
         out += [f"Before the first scenario, Kafka was loaded for {results['warmup']['seconds']} s through KafkaBroker "
                 "(confirmed sends from 8 threads to a worker process), so that no scenario measures its JVM's start-up "
-                "(`benchmarks/warmup.py`). Kafka's CPU per message, by window: "
-                + ", ".join(f"{cpu:.2f} ms" for _, cpu in windows if cpu is not None) + ".", ""]
+                "(`benchmarks/warmup.py`)."
+                + (f" Kafka's CPU per message, by window: {', '.join(cpus)}." if cpus else ""), ""]
     out += ["## Targets", "", "| target (2-core machine, Kafka on the same box) | measured (median) | |", "|---|---|---|"]
     out += [f"| {name} | {measured} | {verdict} |" for name, measured, verdict in targets(rows)]
     out.append("")

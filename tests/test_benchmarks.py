@@ -124,3 +124,12 @@ def test_report_tells_how_kafka_warmed_up(tmp_path):
                  tmp_path / "benchmarks.md")
     text = (tmp_path / "benchmarks.md").read_text()
     assert "loaded for 75 s" in text and "0.90 ms, 0.16 ms" in text
+
+
+def test_report_claims_no_kafka_cpu_for_a_remote_kafka(tmp_path):
+    from benchmarks import report
+
+    report.write({"scenarios": {}, "warmup": {"seconds": 75, "windows": [(20_000, None), (60_000, None)]}},
+                 tmp_path / "benchmarks.md")
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "loaded for 75 s" in text and "CPU per message" not in text
