@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from dramatiq.broker import MessageProxy
 from dramatiq.errors import ConnectionClosed
 
+from . import messages
 from .delays import Action, DelayTiers
 from .offsets import OffsetTracker
 from .producer import DeliveryFailed, Record
@@ -249,9 +250,9 @@ class KafkaConsumer(dramatiq.Consumer):
             self._dead_letter_record(record, epoch, oversized)
             return None
         try:
-            message = dramatiq.Message.decode(record.value())
-        except Exception as e:
-            self._dead_letter_record(record, epoch, f"undecodable message: {type(e).__name__}: {e}")
+            message = messages.decode(record.value(), queue_name=self.queue_name, broker=self.broker)
+        except messages.BadMessage as e:
+            self._dead_letter_record(record, epoch, str(e))
             return None
         return KafkaMessageProxy(message, record, consumer_id=self.id, epoch=epoch)
 
@@ -384,10 +385,12 @@ class DelayConsumer(KafkaConsumer):
         try:
             reason = self._oversized(record)
             if reason is None:
-                message = dramatiq.Message.decode(record.value())
+                message = messages.decode(record.value(), queue_name=self.queue_name, broker=self.broker)
                 eta = int(message.options["eta"])
-        except Exception as e:
-            reason = f"undecodable delayed message: {type(e).__name__}: {e}"
+        except messages.BadMessage as e:
+            reason = f"delayed {e}"
+        except KeyError:
+            reason = "delayed message without an eta"
         if reason is not None:
             epoch = self.tracker.add(key, record.offset())
             if epoch is not None:

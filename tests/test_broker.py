@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import dramatiq
@@ -234,6 +235,30 @@ def test_a_poison_record_is_dead_lettered_and_the_queue_keeps_flowing(kafka, kaf
     reasons = sorted(DeadLetterInfo.from_headers(r.headers()).reason for r in read_topic(kafka, f"{queue_name}.XQ", 2))
     assert reasons[0].startswith("ActorNotFound")
     assert reasons[1].startswith("undecodable message")
+
+
+def test_records_that_decode_but_cannot_run_are_dead_lettered_and_the_queue_keeps_flowing(
+        kafka, kafka_broker, worker, queue_name):
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def remember(n):
+        seen.append(n)
+
+    remember.send(1)  # creates the topics
+    valid = json.loads(remember.message(0).encode())
+    producer = Producer({"bootstrap.servers": kafka})
+    for changes in ({"queue_name": "another_queue"}, {"options": None}, {"args": [1, 2]}):
+        producer.produce(queue_name, json.dumps({**valid, **changes}).encode())
+    producer.flush(10)
+    remember.send(2)
+    # join() returns once every record is committed: a frozen partition would time it out
+    kafka_broker.join(queue_name, timeout=30_000, fail_fast=False)
+    assert sorted(seen) == [1, 2]
+    reasons = sorted(DeadLetterInfo.from_headers(r.headers()).reason for r in read_topic(kafka, f"{queue_name}.XQ", 3))
+    assert reasons == [f"a message of queue 'another_queue' on a topic of queue '{queue_name}'",
+                       "arguments that actor remember cannot take: too many positional arguments",
+                       "malformed message: options is null"]
 
 
 def test_ensure_topics_names_the_topics_the_cluster_refuses_to_create(kafka, queue_name):
