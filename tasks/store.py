@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, text,
+    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, and_, create_engine, event, text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -126,7 +126,10 @@ class _TaskWrites:
                                                   where=_tasks.c.status != "succeeded")
         #: A status on the way (running, retrying) replaces any but a final one.
         self.progressed = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
-                                                    where=_tasks.c.status.not_in(FINAL_STATUSES))
+                                                    # Not NOT IN: its "expanding" parameter cannot go into
+                                                    # an executemany, and group commit batches these.
+                                                    where=and_(*(_tasks.c.status != status
+                                                                 for status in sorted(FINAL_STATUSES))))
 
 
 class EmailTaken(Exception):

@@ -214,6 +214,16 @@ def test_status_writes_from_many_threads_are_each_recorded(store):
     assert all(tasks[i]["result"] == {"id": i} for i in range(1, 40, 2))
 
 
+def test_progress_writes_of_several_tasks_commit_in_one_batch(store):
+    # Group commit hands the store's batch function every write queued behind the first
+    progressed = store._writes.progressed
+    batch = [(progressed, {"id": f"t{n}", "kind": "create_user", "status": "running", "result": None, "error": None,
+                           "created_at": dt.datetime.now(dt.timezone.utc), "updated_at": dt.datetime.now(dt.timezone.utc)})
+             for n in range(3)]
+    store._upsert_batch(batch)
+    assert [store.get_task(f"t{n}")["status"] for n in range(3)] == ["running"] * 3
+
+
 def test_a_status_creates_the_row_of_a_task_sent_from_elsewhere(store):
     store.set_status("a", "create_user", "succeeded", result={"id": 7})
     task = store.get_task("a")
