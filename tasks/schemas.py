@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from .errors import InvalidPayload
 
@@ -50,24 +50,33 @@ def _at_most_two_decimals(value: Decimal) -> None:
         raise ValidationError("Must have at most 2 decimal places.")
 
 
+def _storable(value: str) -> None:
+    """Refuses what no database column takes: NUL (PostgreSQL) and lone surrogates (not UTF-8)."""
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode text (no lone surrogates).") from None
+
+
 class SignUpSchema(Schema):
     """A sign-up: ``{name, email}``.  The email is stored lower-cased and trimmed."""
 
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), _storable])
+    email = fields.Email(required=True, validate=[validate.Length(max=254), _storable])
 
     @pre_load
-    def _trim(self, data, **kwargs):
+    def _normalise(self, data, **kwargs):
+        # Before validation, so that the limits hold for what is stored: lower-casing can lengthen
+        # a string ("İ" becomes two characters).
         if isinstance(data, dict):
             data = dict(data)
             for key in ("name", "email"):
                 if isinstance(data.get(key), str):
                     data[key] = data[key].strip()
-        return data
-
-    @post_load
-    def _normalise(self, data, **kwargs):
-        data["email"] = data["email"].lower()
+            if isinstance(data.get("email"), str):
+                data["email"] = data["email"].lower()
         return data
 
 

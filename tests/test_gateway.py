@@ -110,6 +110,9 @@ def test_sign_up_is_accepted_and_queued(client, store, broker):
     ({"name": "Ada"}, "email"),
     ({"name": "Ada", "email": "not-an-email"}, "email"),
     ({"name": 42, "email": "a@example.com"}, "name"),
+    ({"name": "Ada\ud800", "email": "a@example.com"}, "name"),
+    ({"name": "Ada\x00", "email": "a@example.com"}, "name"),
+    ({"name": "Ada", "email": "\u0130" * 130 + "@example.com"}, "email"),
 ])
 def test_sign_up_names_each_invalid_field(client, store, broker, payload, field):
     # When an invalid sign-up is posted

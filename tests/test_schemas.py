@@ -29,6 +29,9 @@ def test_sign_up_accepts(payload, expected):
     ({"name": "Ada", "email": "not-an-email"}, "email"),
     ({"name": "Ada", "email": "ada@"}, "email"),
     ({"name": "Ada", "email": "ada@example.com", "admin": True}, "admin"),
+    ({"name": "Ada\ud800", "email": "a@example.com"}, "name"),
+    ({"name": "Ada\x00", "email": "a@example.com"}, "name"),
+    ({"name": "Ada", "email": "\u0130" * 130 + "@example.com"}, "email"),
 ])
 def test_sign_up_rejects(payload, field):
     with pytest.raises(ValidationError) as error:
