@@ -97,7 +97,12 @@ def _payment_dict(payment) -> dict:
 def _task_dict(task) -> dict:
     """A task as the API shows it."""
     return {"taskId": task.id, "kind": task.kind, "status": task.status, "result": task.result,
-            "error": task.error, "createdAt": task.created_at, "updatedAt": task.updated_at}
+            "error": task.error, "createdAt": _in_utc(task.created_at), "updatedAt": _in_utc(task.updated_at)}
+
+
+def _in_utc(moment: dt.datetime) -> dt.datetime:
+    """A stored time, marked UTC: SQLite gives back the UTC times it was given without their zone."""
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
 
 
 _users, _payments, _tasks = User.__table__, Payment.__table__, Task.__table__
@@ -346,6 +351,9 @@ class Store:
         return _TaskWrites(self._insert)
 
     def get_task(self, task_id: str) -> dict | None:
+        """Returns a task's status, or None for an id no task has (also one no column could hold)."""
+        if "\x00" in task_id or len(task_id) > _tasks.c.id.type.length:
+            return None  # PostgreSQL would refuse to even compare it: an error, not "no such task"
         with self.engine.connect() as connection:
             row = connection.execute(_tasks.select().where(_tasks.c.id == task_id)).first()
             return None if row is None else _task_dict(row)

@@ -224,6 +224,18 @@ def test_progress_writes_of_several_tasks_commit_in_one_batch(store):
     assert [store.get_task(f"t{n}")["status"] for n in range(3)] == ["running"] * 3
 
 
+@pytest.mark.parametrize("task_id", ["a\x00b", "x" * 65])
+def test_an_id_no_task_can_have_finds_no_task(store, task_id):
+    assert store.get_task(task_id) is None
+
+
+def test_task_times_come_back_in_utc(store):
+    store.mark_queued("t1", "create_user")
+    task = store.get_task("t1")
+    assert task["createdAt"].utcoffset() == dt.timedelta(0)
+    assert abs(task["createdAt"] - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
+
+
 def test_a_status_creates_the_row_of_a_task_sent_from_elsewhere(store):
     store.set_status("a", "create_user", "succeeded", result={"id": 7})
     task = store.get_task("a")
