@@ -46,6 +46,7 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
     """
     message = actor.message(*args)
     store = get_store()
+    taken_over = False
     if idempotency_key is not None:
         task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key)
         if task["taskId"] != message.message_id:
@@ -57,10 +58,13 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
             # Its sender died, perhaps after Kafka took it: send it again as the same task, which
             # its actor may then meet again, as it would a redelivery (payments are unique by key).
             message = message.copy(message_id=task["taskId"])
+            taken_over = True
     try:
         actor.broker.enqueue(message)
     except BaseException:
-        if idempotency_key is not None:
+        # A task taken over stays: Kafka may hold it from its first sender, and its key must keep
+        # naming it.  It is taken over again once abandoned.
+        if idempotency_key is not None and not taken_over:
             store.forget_task(message.message_id)
         raise
     try:

@@ -194,6 +194,27 @@ def test_a_key_whose_submission_was_abandoned_sends_that_task_again(client, stor
     assert store.get_task("t-abandoned")["status"] == "queued"
 
 
+def test_a_taken_over_task_whose_send_fails_keeps_its_key(client, store, broker, monkeypatch):
+    # Given a task with this key abandoned by a process that died while sending it (Kafka may have it)
+    store.add_task(task_id="t-abandoned", kind="process_payment", idempotency_key="order-9")
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(Task).where(Task.id == "t-abandoned").values(
+            updated_at=datetime.now(timezone.utc) - ABANDONED_AFTER - timedelta(seconds=1)))
+
+    def down(message, *, delay=None):
+        raise DeliveryFailed("down")
+
+    # When the same key is posted while Kafka is down
+    monkeypatch.setattr(broker, "enqueue", down)
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-9"})
+
+    # Then the answer is 503, and the key still names that task, freshly claimed: a retry now is
+    # told it is in progress, and one after it is abandoned again sends it, never a new task
+    assert response.status_code == 503
+    assert store.get_task("t-abandoned")["status"] == "submitting"
+    assert client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-9"}).status_code == 409
+
+
 def test_a_task_kafka_took_is_202_even_if_its_status_cannot_be_recorded(client, store, broker, monkeypatch):
     # Given a database that fails the "queued" write (a 503 now would have the client send it twice)
     def locked(self, task_id, kind):
