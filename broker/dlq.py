@@ -44,6 +44,10 @@ READ_TIMEOUT = 30
 #: The options a replayed message loses: those of its earlier attempts, so it starts afresh.
 RESET_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
 
+#: The option that marks a replayed message, with the time of its replay (ms): middleware that
+#: skips a redelivery of a task that already failed for good lets a replay through.
+REPLAYED_OPTION = "replayed_at"
+
 #: The suffix of a queue's replay-marker topic, after its dead-letter topic's name.
 REPLAYED_SUFFIX = ".replayed"
 
@@ -173,12 +177,13 @@ def parse_id(text: str) -> str:
 
 def fresh_message(message: dramatiq.Message, queue_name: str) -> dramatiq.Message:
     """Returns the message to replay: the same id, actor and arguments, with the options of its
-    earlier attempts dropped (so it gets a fresh retry budget) and a new timestamp (so an age
-    limit counts from the replay)."""
+    earlier attempts dropped (so it gets a fresh retry budget), marked replayed, and a new
+    timestamp (so an age limit counts from the replay)."""
+    now = current_millis()
     options = {name: value for name, value in message.options.items() if name not in RESET_OPTIONS}
     return dramatiq.Message(queue_name=q_name(queue_name), actor_name=message.actor_name, args=message.args,
-                            kwargs=message.kwargs, options=options, message_id=message.message_id,
-                            message_timestamp=current_millis())
+                            kwargs=message.kwargs, options={**options, REPLAYED_OPTION: now},
+                            message_id=message.message_id, message_timestamp=now)
 
 
 def mark_replayed(letters: list[DeadLetter], markers: list[ReplayMarker]) -> list[DeadLetter]:

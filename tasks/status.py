@@ -3,6 +3,12 @@
 The gateway records a task as ``queued`` before it is sent; this middleware moves it through
 ``running``, ``retrying``, ``succeeded``, ``failed`` (a :class:`~tasks.errors.PermanentFailure`)
 and ``dead`` (retries exhausted), for actors declared with ``track_status=True``.
+
+``failed`` and ``dead`` are answers a caller may act on (a client told "unknown user" may pay
+again under a new key).  So a redelivery of such a task (its worker stopped before committing its
+offset) is skipped, not run again to perhaps answer otherwise; only a dead-letter replay, which
+an operator asks for, runs it again.  (Dramatiq's Results middleware stores None for a skipped
+message of an actor that stores results; no tracked actor here does.)
 """
 
 from __future__ import annotations
@@ -10,9 +16,15 @@ from __future__ import annotations
 import logging
 
 import dramatiq
+from dramatiq.middleware import SkipMessage
+
+from broker.dlq import REPLAYED_OPTION
 
 from .errors import PermanentFailure
 from .store import get_store
+
+#: Statuses a redelivery does not change (see the module's docstring).
+SETTLED_FAILURES = frozenset({"failed", "dead"})
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +61,15 @@ class TaskStatus(dramatiq.Middleware):
             logger.exception("Could not record status %r of task %s.", status, message.message_id)
 
     def before_process_message(self, broker, message):
+        if self._tracked(broker, message) and REPLAYED_OPTION not in message.options:
+            try:
+                task = get_store().get_task(message.message_id)
+            except Exception:
+                logger.exception("Could not read the status of task %s; running it.", message.message_id)
+                task = None
+            if task is not None and task["status"] in SETTLED_FAILURES:
+                logger.info("Task %s already %s; its redelivery is skipped.", message.message_id, task["status"])
+                raise SkipMessage(f"task {message.message_id} already {task['status']}")
         self._set(broker, message, "running")
 
     def after_process_message(self, broker, message, *, result=None, exception=None):

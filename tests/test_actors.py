@@ -8,6 +8,7 @@ import time
 import dramatiq
 import pytest
 
+from broker.dlq import REPLAYED_OPTION
 from tasks.app import broker
 from tasks.auth import create_user, get_user
 from tasks.payments import process_payment
@@ -155,6 +156,33 @@ def test_a_payment_for_an_unknown_user_fails_for_good(store, workers):
     broker.join("payments", fail_fast=False)
     assert [m.options.get("retries", 0) for m in broker.dead_letters] == [0]
     assert store.payments() == []
+
+
+def failed_payment_then_its_user(store):
+    """A payment that failed for good (its user did not exist yet), and then that user."""
+    message = process_payment.send({"userId": 1, "amount": "4.00"}, None)
+    wait_for_status(store, message.message_id, "failed")
+    broker.join("payments", fail_fast=False)
+    sign_up(store)
+    return message
+
+
+def test_a_redelivery_of_a_payment_that_failed_for_good_is_skipped(store, workers):
+    # Given a payment that failed for good, and then its user signing up
+    message = failed_payment_then_its_user(store)
+    # When its message is delivered again (its worker stopped before committing it)
+    broker.enqueue(message)
+    broker.join("payments", fail_fast=False)
+    # Then the caller's answer stands: failed, and nothing paid
+    assert store.get_task(message.message_id)["status"] == "failed"
+    assert store.payments() == []
+
+
+def test_a_replay_of_a_payment_that_failed_for_good_runs_it_again(store, workers):
+    message = failed_payment_then_its_user(store)
+    broker.enqueue(message.copy(options={REPLAYED_OPTION: 1}))
+    assert wait_for_status(store, message.message_id, "succeeded")["result"]["amount"] == "4.00"
+    assert len(store.payments()) == 1
 
 
 def test_a_get_user_timeout_retries_the_payment_until_the_auth_worker_is_up(store):

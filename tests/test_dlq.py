@@ -92,11 +92,12 @@ def test_a_replayed_message_keeps_its_id_and_gets_a_fresh_retry_budget():
     failed = dramatiq.Message(**{**failed.asdict(), "queue_name": "payments.DQ", "message_timestamp": 1})
     # When it is prepared for replay
     fresh = dlq.fresh_message(failed, "payments")
-    # Then only the traces of the earlier attempts are gone
+    # Then only the traces of the earlier attempts are gone, and it is marked replayed
     assert fresh.message_id == failed.message_id
     assert fresh.queue_name == "payments"
     assert (fresh.actor_name, fresh.args, fresh.kwargs) == ("charge", (1,), {"a": 2})
-    assert fresh.options == {"max_retries": 5, "partition_key": "user-1"}
+    assert fresh.options == {"max_retries": 5, "partition_key": "user-1",
+                             dlq.REPLAYED_OPTION: fresh.message_timestamp}
     assert fresh.message_timestamp > 1
     assert failed.options["retries"] == 3  # the dead letter itself is untouched
 
