@@ -19,7 +19,7 @@ from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from .consumer import DelayConsumer, KafkaConsumer, KafkaMessageProxy
 from .deadletters import OVERSIZED_KEPT_BYTES, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
-from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, DeliveryFailed, DurableProducer, Record
+from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, MESSAGE_MAX_BYTES, DeliveryFailed, DurableProducer, Record
 from .settings import KafkaSettings
 from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
 
@@ -85,6 +85,8 @@ class KafkaBroker(dramatiq.Broker):
         self.commit_interval_ms = commit_interval_ms
         self.extra_consumer_config = dict(consumer_config or {})
         self.max_message_bytes = max_message_bytes
+        #: The largest message this broker writes: what its consumers read, and Kafka takes.
+        self._max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES) - RECORD_OVERHEAD_BYTES
         self._dead_letters: dict[str, deque] = defaultdict(lambda: deque(maxlen=MAX_REMEMBERED_DEAD_LETTERS))
         self._lock = threading.Lock()
         self._clients_pid: int | None = None
@@ -275,7 +277,7 @@ class KafkaBroker(dramatiq.Broker):
             topic = self.settings.topic(self.tiers.for_delay(remaining).topic(message.queue_name))
         key = message.options.get(PARTITION_KEY)
         key = None if key is None else str(key).encode()
-        return Record(topic, _encode(message), key=key, timestamp=now)
+        return Record(topic, _encode(message, self._max_record_bytes), key=key, timestamp=now)
 
     # Dead letters -----------------------------------------------------------------------------
 
@@ -289,7 +291,8 @@ class KafkaBroker(dramatiq.Broker):
         info = DeadLetterInfo.for_exception(exception, retries=message.options.get("retries", 0),
                                             topic=topic, partition=partition, offset=offset)
         queue_name = q_name(message.queue_name)
-        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), _encode(message), headers=info.headers()))
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), _encode(message, self._max_record_bytes),
+                                  headers=info.headers()))
         self._dead_letters[queue_name].append((message, exception))
 
     def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
@@ -421,9 +424,27 @@ class KafkaBroker(dramatiq.Broker):
 MAX_TRACEBACK_CHARS = 16 * 1024
 
 
-def _encode(message: dramatiq.Message) -> bytes:
-    """Encodes a message, its ``traceback`` option cut to its last ``MAX_TRACEBACK_CHARS``."""
+#: Bytes a record needs in Kafka besides its value: record and batch headers, and a dead letter's
+#: headers (a reason of up to 4,000 characters), with room to spare.
+RECORD_OVERHEAD_BYTES = 24 * 1024
+
+
+def _encode(message: dramatiq.Message, max_bytes: int) -> bytes:
+    """Encodes a message, its ``traceback`` option cut to its last ``MAX_TRACEBACK_CHARS``, and
+    shorter still if the message would otherwise outgrow ``max_bytes``: so that a message a
+    consumer handed out can always be written again, as a retry or a dead letter, though what a
+    retry adds made it larger.
+    """
     traceback = message.options.get("traceback")
-    if isinstance(traceback, str) and len(traceback) > MAX_TRACEBACK_CHARS:
+    if not isinstance(traceback, str):
+        return message.encode()
+    if len(traceback) > MAX_TRACEBACK_CHARS:
         message = message.copy(options={"traceback": "\u2026" + traceback[-MAX_TRACEBACK_CHARS:]})
-    return message.encode()
+    encoded = message.encode()
+    if len(encoded) <= max_bytes:
+        return encoded
+    bare = message.copy(options={"traceback": "\u2026"}).encode()
+    # A character takes at most 12 bytes as JSON (an escaped surrogate pair): keep what surely fits.
+    room = max(0, (max_bytes - len(bare)) // 12)
+    kept = message.options["traceback"][-room:] if room else ""
+    return message.copy(options={"traceback": "\u2026" + kept.lstrip("\u2026")}).encode()

@@ -13,7 +13,7 @@ from dramatiq.common import current_millis
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
 from broker import PARTITION_KEY, DeadLetterInfo, DeliveryFailed, KafkaBroker, MissingTopics
-from broker.broker import MAX_TRACEBACK_CHARS
+from broker.broker import DEFAULT_MAX_MESSAGE_BYTES, MAX_TRACEBACK_CHARS
 
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
@@ -178,6 +178,29 @@ def test_a_failure_with_a_huge_message_is_still_retried_and_dead_lettered(kafka,
     assert dead.options["retries"] == 2
     assert len(dead.options["traceback"]) == MAX_TRACEBACK_CHARS + 1
     assert dead.options["traceback"].rstrip().endswith("x" * 100)
+
+
+def test_a_message_near_the_size_limit_is_retried_with_as_much_of_its_traceback_as_fits(
+        kafka, kafka_broker, worker, queue_name):
+    runs = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=1, min_backoff=10, max_backoff=10)
+    def big(payload):
+        runs.append(len(payload))
+        if len(runs) == 1:
+            raise ValueError("x" * 100 + "\u00e9" * (2 * MAX_TRACEBACK_CHARS))  # 6 bytes a character in JSON
+
+    # Given a message 30 KB under what a consumer reads, whose first run fails
+    payload = "x" * (DEFAULT_MAX_MESSAGE_BYTES - 30_000)
+    big.send(payload)
+    # When it is retried, then Kafka takes the retry, with the end of the traceback
+    kafka_broker.join(queue_name, timeout=60_000)
+    assert runs == [len(payload)] * 2
+    tier = kafka_broker.tiers.for_delay(10).topic(f"{queue_name}.DQ")
+    [retry] = read_topic(kafka, kafka_broker.settings.topic(tier), 1)
+    traceback = dramatiq.Message.decode(retry.value()).options["traceback"]
+    assert traceback.startswith("\u2026") and traceback.rstrip().endswith("\u00e9" * 100)
+    assert len(retry.value()) <= DEFAULT_MAX_MESSAGE_BYTES
 
 
 def test_join_without_fail_fast_does_not_raise(kafka_broker, worker, queue_name):
