@@ -340,3 +340,34 @@ def test_a_partition_paused_when_it_left_is_not_paused_when_it_comes_back(kafka,
         if second is not None:
             second.close()
         broker.close()
+
+
+def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them(kafka, queue_name):
+    # Given a worker, and five delayed messages that fall due together
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=20, delivery_timeout_ms=2_000)
+    runs = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker)
+    def due(n):
+        runs.append(n)
+
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        due.send(0)
+        broker.join(queue_name, timeout=60_000)
+        for n in range(1, 6):
+            due.send_with_options(args=(n,), delay=1_500)
+        # When their queue refuses records while they fall due, so moving them there fails
+        refuse_records(broker, queue_name)
+        time.sleep(7)  # due, refused, and the delay consumer restarted at least once
+        refuse_records(broker, queue_name, refuse=False)
+        # Then, once Kafka takes them, each runs once: the restarted consumer reads them again, and
+        # nothing the old one handed to Dramatiq's delay queue is moved a second time (it hands
+        # out only due messages, each moved before the next is handed out)
+        broker.join(queue_name, timeout=60_000)
+        time.sleep(1)
+    finally:
+        worker.stop()
+        broker.close()
+    assert sorted(runs) == [0, 1, 2, 3, 4, 5]
