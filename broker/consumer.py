@@ -91,7 +91,7 @@ class KafkaConsumer(dramatiq.Consumer):
         #: The thread that calls ``__next__``: Dramatiq's consumer thread.
         self._polling_thread: int | None = None
         self._closed = False
-        self._consumer = Consumer(self.client_config(broker, group_id))
+        self._consumer = Consumer({**self.client_config(broker, group_id), "on_commit": self._on_commit})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     @classmethod
@@ -310,6 +310,13 @@ class KafkaConsumer(dramatiq.Consumer):
             logger.warning("Commit failed on %s: %s", self.queue_name, e.args[0].str())
             return
         self.tracker.mark_committed(positions)
+
+    def _on_commit(self, error, partitions) -> None:
+        """Called from inside poll for each commit: a position whose commit failed is committed again."""
+        failed = {(tp.topic, tp.partition): tp.offset for tp in partitions if error is not None or tp.error is not None}
+        if failed:
+            logger.warning("Commit failed on %s (%s); it is made again.", self.queue_name, error or "partition errors")
+            self.tracker.commit_failed(failed)
 
     def close(self) -> None:
         """Commits the finished prefix of every partition and leaves the group.  Idempotent."""

@@ -7,7 +7,7 @@ import time
 
 import dramatiq
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
@@ -371,3 +371,19 @@ def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them
         worker.stop()
         broker.close()
     assert sorted(runs) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_commit_kafka_reports_failed_is_made_again(one_partition_broker, queue_name, handed_out):
+    # Given a finished message whose position was committed asynchronously
+    consumer, proxy = handed_out
+    consumer.ack(proxy)
+    pump(consumer)
+    position = proxy._offset + 1
+    assert consumer.tracker.to_commit() == {}
+    # When librdkafka reports (from inside poll, where it calls on_commit) that this commit failed
+    consumer._on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [TopicPartition(queue_name, 0, position)])
+    # Then the position is committed again on the next round
+    assert consumer.tracker.to_commit() == {(queue_name, 0): position}
+    pump(consumer)
+    assert consumer.tracker.to_commit() == {}
+    assert committed_offset(one_partition_broker, queue_name) == position

@@ -487,3 +487,28 @@ def test_concurrent_finishes_from_many_threads_commit_everything():
     assert all(all(result) and len(result) == n // threads for result in results)
     assert tracker.positions() == {P0: n}
     assert tracker.in_flight == 0
+
+
+def test_a_position_whose_commit_failed_is_to_commit_again():
+    tracker = OffsetTracker()
+    epoch = tracker.assign(P0)
+    tracker.add(P0, 0)
+    tracker.finish(P0, 0, epoch)
+    tracker.mark_committed({P0: 1})
+    # When Kafka reports that commit failed
+    tracker.commit_failed({P0: 1})
+    # Then it is to commit again, though the partition did not move
+    assert tracker.to_commit() == {P0: 1}
+
+
+def test_a_failed_commit_of_an_older_position_forgets_nothing_newer():
+    tracker = OffsetTracker()
+    epoch = tracker.assign(P0)
+    for offset in (0, 1):
+        tracker.add(P0, offset)
+        tracker.finish(P0, offset, epoch)
+    tracker.mark_committed({P0: 2})
+    # When the failure of an earlier commit (of position 1) arrives late
+    tracker.commit_failed({P0: 1})
+    # Then the newer committed position stands
+    assert tracker.to_commit() == {}
