@@ -16,7 +16,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
-from .consumer import DelayConsumer, KafkaConsumer, KafkaMessageProxy
+from . import followups
+from .consumer import DelayConsumer, KafkaConsumer
 from .deadletters import OVERSIZED_KEPT_BYTES, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
 from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, MESSAGE_MAX_BYTES, DeliveryFailed, DurableProducer, Record
@@ -96,9 +97,17 @@ class KafkaBroker(dramatiq.Broker):
         super().__init__(middleware=middleware)
         #: Declared queue names (a dict, as Dramatiq's get_declared_queues reads its keys).
         self.queues: dict[str, None] = {}
+        self._follow_ups = (followups.FollowUpsBegin(), followups.FollowUpsEnd())
+        followups.keep_in_place(self.middleware, *self._follow_ups)
 
     def __repr__(self) -> str:
         return f"KafkaBroker(settings={self.settings!r})"
+
+    def add_middleware(self, middleware, *, before=None, after=None) -> None:
+        """Dramatiq's, keeping the follow-up markers first and last (see :mod:`broker.followups`)."""
+        super().add_middleware(middleware, before=before, after=after)
+        if hasattr(self, "_follow_ups"):  # Dramatiq's __init__ adds its defaults before ours exist
+            followups.keep_in_place(self.middleware, *self._follow_ups)
 
     # Clients, created lazily in each process (librdkafka clients do not survive a fork) --------
 
@@ -234,11 +243,10 @@ class KafkaBroker(dramatiq.Broker):
         try:
             return self.enqueue_many([message], delay=delay)[0]
         except DeliveryFailed:
-            if isinstance(message, KafkaMessageProxy):
-                # A message being processed is enqueued again by Dramatiq's Retries, which only
-                # logs a failure; the worker would then ack the message, and it would be lost.
-                # It owes the send instead, and its ack makes it (see KafkaConsumer.ack).
-                message.owed = functools.partial(self.enqueue_many, [message], delay=delay)
+            # A message being processed is enqueued again by Dramatiq's Retries, and other
+            # middleware send what it leads to; Dramatiq only logs their failures, and the worker
+            # would then ack the message.  It owes the send instead (see broker.followups).
+            followups.owe(functools.partial(self.enqueue_many, [message], delay=delay), message)
             raise
 
     def enqueue_many(self, messages, *, delay: int | None = None) -> list[dramatiq.Message]:

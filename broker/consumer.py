@@ -53,8 +53,13 @@ class KafkaMessageProxy(MessageProxy):
         self._offset = record.offset()
         self._consumer_id = consumer_id
         self._epoch = epoch
-        #: A send this message owes before it may be acked: its retry, when Kafka did not take it.
-        self.owed: Callable[[], object] | None = None
+        #: Sends this message owes before it may be acked or nacked: its retry, or what it leads
+        #: to (a result, a pipeline's next message), when Kafka did not take them.
+        self.owed: list[Callable[[], object]] = []
+
+    def owe(self, send: Callable[[], object]) -> None:
+        """Records a send that must succeed before this message is done."""
+        self.owed.append(send)
 
     @property
     def kafka_position(self) -> tuple[str, int, int]:
@@ -136,30 +141,36 @@ class KafkaConsumer(dramatiq.Consumer):
     # Dramatiq's Consumer contract -------------------------------------------------------------
 
     def ack(self, message: KafkaMessageProxy) -> None:
-        """Marks a message done, once the retry it owes (if any) is acknowledged by Kafka.
+        """Marks a message done, once the sends it owes (if any) are acknowledged by Kafka.
 
         Raises:
-          ConnectionClosed: If that retry still cannot be sent.  Dramatiq's worker then tries the
-            ack again every few seconds; meanwhile the message is not done, so never lost.
+          ConnectionClosed: If one still cannot be sent.  Dramatiq's worker then tries the ack
+            again every few seconds; meanwhile the message is not done, so never lost.
         """
-        if message.owed is not None and message._consumer_id == self.id:
-            try:
-                message.owed()
-            except DeliveryFailed as e:
-                raise ConnectionClosed(f"the retry of message {message.message_id} is not in Kafka yet: {e}") from None
-            message.owed = None
+        self._make_owed_sends(message)
         self._finish(message)
 
+    def _make_owed_sends(self, message: KafkaMessageProxy) -> None:
+        if message._consumer_id != self.id:
+            return  # stale: its partition moved, and its new owner reads it again
+        while message.owed:
+            try:
+                message.owed[0]()
+            except DeliveryFailed as e:
+                raise ConnectionClosed(f"what message {message.message_id} leads to is not in Kafka yet: {e}") from None
+            message.owed.pop(0)
+
     def nack(self, message: KafkaMessageProxy) -> None:
-        """Dead-letters a message, then marks it done.
+        """Makes the sends the message owes, dead-letters it, then marks it done.
 
         Raises:
-          ConnectionClosed: If Kafka did not take the dead letter.  Dramatiq's worker then tries the
+          ConnectionClosed: If Kafka did not take one of them, or the dead letter.  Dramatiq's worker then tries the
             nack again every few seconds; meanwhile the message is not done, so never lost.
         """
         try:
+            self._make_owed_sends(message)
             self.broker.dead_letter(message, message._exception)
-        except DeliveryFailed as e:
+        except (DeliveryFailed, ConnectionClosed) as e:
             reason = f"could not dead-letter message {message.message_id}: {e}"
             if threading.get_ident() == self._polling_thread:
                 # Dramatiq nacks a message for an unknown actor on its consumer thread, which must

@@ -20,6 +20,7 @@ is the backend's ``result_ttl``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import threading
@@ -33,7 +34,8 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.middleware import DEFAULT_RESULT_TTL
 from dramatiq.results.result import wrap_exception, wrap_result
 
-from .producer import DurableProducer, Record
+from . import followups
+from .producer import DeliveryFailed, DurableProducer, Record
 from .replies import EXPIRES_HEADER, ReplyBook, ReplyListener
 from .settings import KafkaSettings
 from .topics import TopicSpec, ensure_topics
@@ -145,11 +147,15 @@ class KafkaResultBackend(ResultBackend):
     def _send(self, message, wrapped, ttl: int) -> None:
         self._clients()
         key = self.build_message_key(message)
-        self._producer.send(Record(
-            self.topic, self.encoder.encode(wrapped), key=key.encode(),
-            headers=[(EXPIRES_HEADER, str(_now() + ttl).encode())],
-            partition=self._partition_for(message, key),
-        ))
+        record = Record(self.topic, self.encoder.encode(wrapped), key=key.encode(),
+                        headers=[(EXPIRES_HEADER, str(_now() + ttl).encode())],
+                        partition=self._partition_for(message, key))
+        try:
+            self._producer.send(record)
+        except DeliveryFailed:
+            # Dramatiq's Results middleware only logs this; the message owes it instead.
+            followups.owe(functools.partial(self._producer.send, record))
+            raise
 
     # Getting (requester side) -----------------------------------------------------------------
 

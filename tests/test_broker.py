@@ -284,6 +284,44 @@ def test_records_that_decode_but_cannot_run_are_dead_lettered_and_the_queue_keep
                        "malformed message: options is null"]
 
 
+def test_a_pipelines_next_message_that_kafka_refused_is_sent_before_the_first_is_done(
+        kafka, kafka_broker, worker, queue_name):
+    from tests.test_consumer import refuse_records
+
+    runs = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def first(n):
+        runs.append(("first", n))
+        return n + 1
+
+    @dramatiq.actor(queue_name=f"{queue_name}_next", broker=kafka_broker)
+    def second(n):
+        runs.append(("second", n))
+
+    first.send(0)  # creates the topics
+    second.send(0)
+    kafka_broker.join(queue_name, timeout=60_000)
+    kafka_broker.join(f"{queue_name}_next", timeout=60_000)
+    runs.clear()
+    # Given the next step's queue refusing records
+    refuse_records(kafka_broker, f"{queue_name}_next")
+    # When a pipeline's first step runs, and Dramatiq's Pipelines middleware sends the next step
+    dramatiq.pipeline([first.message(1), second.message()], broker=kafka_broker).run()
+    deadline = time.monotonic() + 30
+    while not runs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)
+    # Then the first step is not done (its offset is not committed) while Kafka refuses the next
+    assert runs == [("first", 1)]
+    assert sum(committed(kafka_broker, queue_name, queue_name).values()) == 1  # the set-up message only
+    # And once Kafka takes it, the next step runs, and both queues are committed
+    refuse_records(kafka_broker, f"{queue_name}_next", refuse=False)
+    kafka_broker.join(f"{queue_name}_next", timeout=60_000)
+    kafka_broker.join(queue_name, timeout=60_000)
+    assert runs == [("first", 1), ("second", 2)]
+
+
 def test_ensure_topics_names_the_topics_the_cluster_refuses_to_create(kafka, queue_name):
     # A single-node cluster cannot hold three replicas, so creation is refused
     broker = KafkaBroker(bootstrap_servers=kafka, replication_factor=3)
