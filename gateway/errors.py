@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from werkzeug.http import HTTP_STATUS_CODES
 
 from broker import DeliveryFailed
-from tasks.submit import SubmissionInProgress
+from tasks.submit import KeyReused, SubmissionInProgress
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ def _submission_in_progress(error: SubmissionInProgress):
     return error_response(409, "A request with this Idempotency-Key is still being submitted; try again shortly.")
 
 
+def _key_reused(error: KeyReused):
+    return error_response(422, INVALID_REQUEST_MESSAGES[422], errors={
+        "headers": {"Idempotency-Key": ["Already used for a different request; use a new key for a new request."]}})
+
+
 def _result_timeout(error: ResultTimeout):
     return error_response(504, "The service did not answer in time.")
 
@@ -103,6 +108,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(KafkaException, _kafka_unavailable)
     app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(SubmissionInProgress, _submission_in_progress)
+    app.register_error_handler(KeyReused, _key_reused)
     app.register_error_handler(ResultTimeout, _result_timeout)
     app.register_error_handler(Exception, _unexpected)
 

@@ -77,6 +77,8 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    #: What was asked under the idempotency key (a hash): the key may not be reused for another request.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result: Mapped[object | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
@@ -97,7 +99,8 @@ def _payment_dict(payment) -> dict:
 def _task_dict(task) -> dict:
     """A task as the API shows it."""
     return {"taskId": task.id, "kind": task.kind, "status": task.status, "result": task.result,
-            "error": task.error, "createdAt": _in_utc(task.created_at), "updatedAt": _in_utc(task.updated_at)}
+            "error": task.error, "createdAt": _in_utc(task.created_at), "updatedAt": _in_utc(task.updated_at),
+            "requestFingerprint": task.request_fingerprint}
 
 
 def _in_utc(moment: dt.datetime) -> dt.datetime:
@@ -271,7 +274,8 @@ class Store:
 
     # Task statuses ------------------------------------------------------------------------------
 
-    def add_task(self, *, task_id: str, kind: str, idempotency_key: str | None = None) -> dict:
+    def add_task(self, *, task_id: str, kind: str, idempotency_key: str | None = None,
+                 request_fingerprint: str | None = None) -> dict:
         """Records a new task as ``submitting``: about to be sent.  Only a task with an idempotency
         key needs this, so that a repeated key finds it while it is being sent.
 
@@ -283,6 +287,7 @@ class Store:
             task, _ = self._insert_once(
                 connection, _tasks, "id" if idempotency_key is None else "idempotency_key",
                 {"id": task_id, "kind": kind, "status": "submitting", "idempotency_key": idempotency_key,
+                 "request_fingerprint": request_fingerprint,
                  "created_at": now, "updated_at": now},
             )
         return _task_dict(task)

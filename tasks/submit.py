@@ -9,6 +9,8 @@ fails the submission: not recording it as ``queued`` (its worker records its pro
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,6 +31,16 @@ class SubmissionInProgress(Exception):
     """A request with the same idempotency key is still being sent to Kafka."""
 
 
+class KeyReused(Exception):
+    """The idempotency key was used before for a different request."""
+
+
+def fingerprint(actor: dramatiq.Actor, args: tuple) -> str:
+    """Returns what identifies a request under an idempotency key: its actor and arguments, hashed."""
+    canonical = json.dumps([actor.actor_name, list(args)], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Submission:
     task_id: str
@@ -40,6 +52,7 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
     """Sends ``actor(*args)`` once Kafka can take it, recording its status.
 
     Raises:
+      KeyReused: If this key was used before for a request with other arguments.
       SubmissionInProgress: If an earlier request with this key has not finished sending.
       Exception: Whatever the broker raised when Kafka did not acknowledge the message
         (``broker.DeliveryFailed`` on Kafka).
@@ -48,8 +61,12 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
     store = get_store()
     taken_over = False
     if idempotency_key is not None:
-        task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key)
+        asked = fingerprint(actor, args)
+        task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key,
+                              request_fingerprint=asked)
         if task["taskId"] != message.message_id:
+            if task["requestFingerprint"] not in (None, asked):
+                raise KeyReused(task["taskId"])
             if task["status"] != "submitting":
                 return Submission(task["taskId"], created=False)
             abandoned_before = datetime.now(timezone.utc) - ABANDONED_AFTER

@@ -165,6 +165,20 @@ def test_invalid_idempotency_key_is_422(client, store, broker, key):
     assert broker.queues["payments"].qsize() == 0
 
 
+def test_an_idempotency_key_reused_for_a_different_payment_is_422_naming_the_header(client, store, broker):
+    # Given a payment accepted under a key
+    first = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-10"})
+    assert first.status_code == 202
+    take(broker, "payments")
+    # When the same key comes with another amount
+    response = client.post("/api/payments/pay", json={**PAYMENT, "amount": "99.00"},
+                           headers={"Idempotency-Key": "order-10"})
+    # Then it is refused, naming the header, and nothing more is sent
+    body = assert_error(response, 422, "Unprocessable Entity")
+    assert list(body["errors"]["headers"]) == ["Idempotency-Key"]
+    assert broker.queues["payments"].qsize() == 0
+
+
 def test_idempotency_key_in_progress_is_409(client, store, broker):
     # Given a task with this key that is still being sent
     store.add_task(task_id="t-in-flight", kind="process_payment", idempotency_key="order-7")
