@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
 
 from .app import broker
 from .errors import EmailAlreadyRegistered, PermanentFailure
-from .schemas import SignUpSchema, load
+from .schemas import SignUpSchema, current_task_id, load
 from .store import EmailTaken, get_store
 
 logger = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ def create_user(payload: dict) -> dict:
     same email fails for good with "email already registered".
     """
     data = load(SignUpSchema(), payload, "sign-up")
-    task_id = CurrentMessage.get_current_message().message_id
+    task_id = current_task_id()
     try:
         user = get_store().create_user(name=data["name"], email=data["email"], task_id=task_id)
     except EmailTaken:

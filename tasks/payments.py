@@ -8,13 +8,12 @@ import logging
 import os
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
 from dramatiq.results import ResultTimeout
 
 from .app import backend, broker
 from .auth import get_user
 from .errors import PaymentKeyConflict, PermanentFailure, UnknownUser, UserLookupTimedOut
-from .schemas import PaymentKeySchema, PaymentSchema, load
+from .schemas import PaymentKeySchema, PaymentSchema, current_task_id, load
 from .store import TaskKeyMismatch, get_store
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
     """
     data = load(PaymentSchema(), payload, "payment")
     load(PaymentKeySchema(), {"idempotency_key": idempotency_key}, "idempotency key")
-    task_id = CurrentMessage.get_current_message().message_id
+    task_id = current_task_id()
     try:
         user = get_user.send(data["userId"]).get_result(backend=backend, block=True, timeout=GET_USER_TIMEOUT_MS)
     except ResultTimeout:

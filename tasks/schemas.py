@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from dramatiq.middleware import CurrentMessage
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from .errors import InvalidPayload
@@ -38,6 +39,22 @@ def load(schema: Schema, payload, what: str) -> dict:
         return schema.load(payload)
     except ValidationError as e:
         raise InvalidPayload(f"invalid {what}: {e.messages}") from None
+
+
+#: The longest task id the store keeps (``tasks.id``); Dramatiq's are 36-character UUIDs.
+MAX_TASK_ID_LENGTH = 64
+
+
+def current_task_id() -> str:
+    """Returns the id of the message being processed: the task's id.
+
+    Raises:
+      InvalidPayload: If it is longer than the store keeps (a record produced straight to Kafka).
+    """
+    task_id = CurrentMessage.get_current_message().message_id
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise InvalidPayload(f"invalid task id: longer than {MAX_TASK_ID_LENGTH} characters")
+    return task_id
 
 
 def _in_range(value: Decimal) -> None:

@@ -82,6 +82,15 @@ def test_an_invalid_sign_up_payload_fails_for_good(store, workers):
     assert "email" in task["error"]
 
 
+def test_a_task_id_longer_than_the_store_keeps_fails_for_good(store, workers):
+    message = create_user.message({"name": "Ada", "email": "ada@example.com"}).copy(message_id="x" * 65)
+    broker.enqueue(message)
+    broker.join("auth", fail_fast=False)
+    [dead] = broker.dead_letters
+    assert (dead.message_id, dead.options.get("retries", 0)) == ("x" * 65, 0)
+    assert store.get_user(1) is None
+
+
 def test_get_user_returns_the_user_or_none(store, workers):
     user = sign_up(store)["result"]
     assert get_user.send(user["id"]).get_result(block=True, timeout=5_000) == user
