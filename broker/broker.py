@@ -94,10 +94,10 @@ class KafkaBroker(dramatiq.Broker):
         self._producer: DurableProducer | None = None
         self._admin: AdminClient | None = None
         self._ensured: set[str] = set()
+        self._follow_ups = (followups.FollowUpsBegin(), followups.FollowUpsEnd())
         super().__init__(middleware=middleware)
         #: Declared queue names (a dict, as Dramatiq's get_declared_queues reads its keys).
         self.queues: dict[str, None] = {}
-        self._follow_ups = (followups.FollowUpsBegin(), followups.FollowUpsEnd())
         followups.keep_in_place(self.middleware, *self._follow_ups)
 
     def __repr__(self) -> str:
@@ -106,8 +106,7 @@ class KafkaBroker(dramatiq.Broker):
     def add_middleware(self, middleware, *, before=None, after=None) -> None:
         """Dramatiq's, keeping the follow-up markers first and last (see :mod:`broker.followups`)."""
         super().add_middleware(middleware, before=before, after=after)
-        if hasattr(self, "_follow_ups"):  # Dramatiq's __init__ adds its defaults before ours exist
-            followups.keep_in_place(self.middleware, *self._follow_ups)
+        followups.keep_in_place(self.middleware, *self._follow_ups)
 
     # Clients, created lazily in each process (librdkafka clients do not survive a fork) --------
 

@@ -64,15 +64,6 @@ class ContiguousOffsets:
         """The position to commit: one past the last offset of the finished prefix, or ``None``."""
         return self._next
 
-    def commit_failed(self, positions: dict[Partition, int]) -> None:
-        """Forgets positions marked committed whose commit then failed, so :meth:`to_commit` returns
-        them again (a position that moved on since is returned anyway).
-        """
-        with self._lock:
-            for partition, position in positions.items():
-                if self._committed.get(partition) == position:
-                    del self._committed[partition]
-
     @property
     def in_flight(self) -> int:
         """How many added offsets are not finished yet."""

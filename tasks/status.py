@@ -61,16 +61,22 @@ class TaskStatus(dramatiq.Middleware):
             logger.exception("Could not record status %r of task %s.", status, message.message_id)
 
     def before_process_message(self, broker, message):
-        if self._tracked(broker, message) and REPLAYED_OPTION not in message.options:
-            try:
-                task = get_store().get_task(message.message_id)
-            except Exception:
-                logger.exception("Could not read the status of task %s; running it.", message.message_id)
-                task = None
-            if task is not None and task["status"] in SETTLED_FAILURES:
-                logger.info("Task %s already %s; its redelivery is skipped.", message.message_id, task["status"])
-                raise SkipMessage(f"task {message.message_id} already {task['status']}")
+        if not self._tracked(broker, message):
+            return
+        settled = None if REPLAYED_OPTION in message.options else self._settled_failure(message)
+        if settled is not None:
+            logger.info("Task %s already %s; its redelivery is skipped.", message.message_id, settled)
+            raise SkipMessage(f"task {message.message_id} already {settled}")
         self._set(broker, message, "running")
+
+    def _settled_failure(self, message) -> str | None:
+        """Returns the task's status if it failed for good or died, else ``None``."""
+        try:
+            task = get_store().get_task(message.message_id)
+        except Exception:
+            logger.exception("Could not read the status of task %s; running it.", message.message_id)
+            return None
+        return task["status"] if task is not None and task["status"] in SETTLED_FAILURES else None
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is None:

@@ -378,11 +378,18 @@ def test_to_commit_returns_only_positions_that_moved():
     assert tracker.to_commit() == {P1: 2}
 
 
-def test_to_commit_is_empty_after_mark_committed():
+def tracker_with_finished(*offsets: int) -> OffsetTracker:
+    """A tracker owning P0, with ``offsets`` handed out and finished."""
     tracker = OffsetTracker()
     epoch = tracker.assign(P0)
-    tracker.add(P0, 0)
-    tracker.finish(P0, 0, epoch)
+    for offset in offsets:
+        tracker.add(P0, offset)
+        tracker.finish(P0, offset, epoch)
+    return tracker
+
+
+def test_to_commit_is_empty_after_mark_committed():
+    tracker = tracker_with_finished(0)
     assert tracker.to_commit() == {P0: 1}
     tracker.mark_committed(tracker.to_commit())
     assert tracker.to_commit() == {}
@@ -401,11 +408,7 @@ def test_to_commit_returns_again_after_further_progress():
 
 def test_mark_committed_with_older_position_does_not_resurrect_to_commit():
     # Given position 2 committed, then an older commit result for 1 arriving late
-    tracker = OffsetTracker()
-    epoch = tracker.assign(P0)
-    for offset in (0, 1):
-        tracker.add(P0, offset)
-        tracker.finish(P0, offset, epoch)
+    tracker = tracker_with_finished(0, 1)
     tracker.mark_committed({P0: 2})
     tracker.mark_committed({P0: 1})
     # Then 2 still counts as committed
@@ -490,10 +493,7 @@ def test_concurrent_finishes_from_many_threads_commit_everything():
 
 
 def test_a_position_whose_commit_failed_is_to_commit_again():
-    tracker = OffsetTracker()
-    epoch = tracker.assign(P0)
-    tracker.add(P0, 0)
-    tracker.finish(P0, 0, epoch)
+    tracker = tracker_with_finished(0)
     tracker.mark_committed({P0: 1})
     # When Kafka reports that commit failed
     tracker.commit_failed({P0: 1})
@@ -502,11 +502,7 @@ def test_a_position_whose_commit_failed_is_to_commit_again():
 
 
 def test_a_failed_commit_of_an_older_position_forgets_nothing_newer():
-    tracker = OffsetTracker()
-    epoch = tracker.assign(P0)
-    for offset in (0, 1):
-        tracker.add(P0, offset)
-        tracker.finish(P0, offset, epoch)
+    tracker = tracker_with_finished(0, 1)
     tracker.mark_committed({P0: 2})
     # When the failure of an earlier commit (of position 1) arrives late
     tracker.commit_failed({P0: 1})
