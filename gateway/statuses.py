@@ -1,4 +1,8 @@
-"""``/api/tasks``: a task's status, looked up by id in the database (never by scanning Kafka)."""
+"""``/api/tasks``: a task's status, looked up by id in the database (never by scanning Kafka).
+
+A task the gateway sent has no row until its worker records its progress; until then its signed
+id alone tells that it is ``queued`` (:mod:`tasks.taskids`).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,12 @@ def accepted(task_id: str):
 @errors.documented(blp, 404, 503)
 def get_task(task_id: str):
     """Returns a task's status, and its result or error once it has finished."""
-    task = kafka_tasks().store.get_task(task_id)
+    tasks = kafka_tasks()
+    task = tasks.store.get_task(task_id)
     if task is None:
-        abort(404, message=f"No task {task_id}.")
+        issued = tasks.store.task_ids.issued(task_id, tasks.broker.get_declared_actors())
+        if issued is None:
+            abort(404, message=f"No task {task_id}.")
+        return {"taskId": task_id, "kind": issued.kind, "status": "queued", "result": None, "error": None,
+                "createdAt": issued.created_at, "updatedAt": issued.created_at}
     return {**task, "status": SHOWN_AS.get(task["status"], task["status"])}

@@ -1,8 +1,10 @@
 """Task statuses, kept in the database so any process can answer ``GET /api/tasks/<id>``.
 
-The gateway records a task as ``queued`` before it is sent; this middleware moves it through
-``running``, ``retrying``, ``succeeded``, ``failed`` (a :class:`~tasks.errors.PermanentFailure`)
-and ``dead`` (retries exhausted), for actors declared with ``track_status=True``.
+A task the gateway sent is ``queued`` until its first status here (its id tells so, see
+:mod:`tasks.taskids`); this middleware records it as ``running``, ``retrying``, ``succeeded``,
+``failed`` (a :class:`~tasks.errors.PermanentFailure`) and ``dead`` (retries exhausted), for
+actors declared with ``track_status=True``.  The row it creates keeps the time the task was made
+(the message's timestamp), as the id does.
 
 ``failed`` and ``dead`` are answers a caller may act on (a client told "unknown user" may pay
 again under a new key).  So a redelivery of such a task (its worker stopped before committing its
@@ -22,6 +24,7 @@ from broker.dlq import REPLAYED_OPTION
 
 from .errors import PermanentFailure
 from .store import get_store
+from .taskids import from_millis
 
 #: Statuses a redelivery does not change (see the module's docstring).
 SETTLED_FAILURES = frozenset({"failed", "dead"})
@@ -55,7 +58,8 @@ class TaskStatus(dramatiq.Middleware):
         if not self._tracked(broker, message):
             return
         try:
-            get_store().set_status(message.message_id, message.actor_name, status, **fields)
+            get_store().set_status(message.message_id, message.actor_name, status,
+                                   created_at=from_millis(message.message_timestamp), **fields)
         except Exception:
             # A status is a courtesy to the caller; it must never fail the task itself.
             logger.exception("Could not record status %r of task %s.", status, message.message_id)

@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import os
+import secrets
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .groupcommit import GroupCommit
+from .taskids import TaskIds
 
 #: The SQLite file used when ``DATABASE_URL`` is not set.
 DEFAULT_SQLITE_PATH = Path("var") / "kafka-tasks.db"
@@ -85,6 +87,19 @@ class Task(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
 
+class Secret(Base):
+    """A secret the processes of a deployment share, made once by whichever needs it first."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+#: The name of the key the gateway signs task ids with.
+TASK_IDS_KEY = "task-ids"
+
+
 def _user_dict(user) -> dict:
     """A user as the API shows it."""
     return {"id": user.id, "name": user.name, "email": user.email}
@@ -108,7 +123,7 @@ def _in_utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
 
 
-_users, _payments, _tasks = User.__table__, Payment.__table__, Task.__table__
+_users, _payments, _tasks, _secrets = User.__table__, Payment.__table__, Task.__table__, Secret.__table__
 
 #: INSERT constructs that support ``ON CONFLICT``, by dialect name.
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -220,6 +235,18 @@ class Store:
         """Raises if the database cannot be reached."""
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def secret(self, name: str) -> str:
+        """Returns the secret called ``name``, made (random, 256 bits) if no process made it yet."""
+        with self._writing() as connection:
+            row, _ = self._insert_once(connection, _secrets, "name",
+                                       {"name": name, "value": secrets.token_urlsafe(32)})
+        return row.value
+
+    @functools.cached_property
+    def task_ids(self) -> TaskIds:
+        """The gateway's task ids, signed with the deployment's key (read once per process)."""
+        return TaskIds(self.secret(TASK_IDS_KEY))
 
     # Users --------------------------------------------------------------------------------------
 
@@ -339,17 +366,22 @@ class Store:
         with self._writing() as connection:
             connection.execute(_tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == "submitting"))
 
-    def set_status(self, task_id: str, kind: str, status: str, *, result=None, error: str | None = None) -> None:
-        """Moves a task to a status, creating its row if the task came from elsewhere: one write.
+    def set_status(self, task_id: str, kind: str, status: str, *, result=None, error: str | None = None,
+                   created_at: dt.datetime | None = None) -> None:
+        """Moves a task to a status, creating its row if it has none yet: one write.
 
         A finished task (``succeeded``, ``failed``, ``dead``) never goes back to running: a
         redelivery of a finished task does not change what the caller was told.
+
+        Parameters:
+          created_at(datetime): When the task was made, kept if this write creates its row (now
+            by default).
         """
         now = _utcnow()
         statement = self._writes.finished if status in FINAL_STATUSES else self._writes.progressed
         result = json.loads(json.dumps(result, default=str)) if result is not None else None
         self._upsert((statement, {"id": task_id, "kind": kind, "status": status, "result": result,
-                                  "error": error, "created_at": now, "updated_at": now}))
+                                  "error": error, "created_at": created_at or now, "updated_at": now}))
 
     @functools.cached_property
     def _writes(self) -> _TaskWrites:

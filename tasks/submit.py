@@ -1,10 +1,11 @@
-"""Submitting tasks: recorded, then sent, and acknowledged by Kafka before anyone is told so.
+"""Submitting tasks: sent, and acknowledged by Kafka before anyone is told so.
 
-The gateway calls these.  A task is recorded as ``queued`` once Kafka has acknowledged its
-message: one write.  A task with an ``Idempotency-Key`` is recorded as ``submitting`` before it is
-sent, so that a repeated key finds it; if the send fails, that record is removed.  A failed send
-propagates: the caller answers 503, and nothing was promised.  Once Kafka has the task, nothing
-fails the submission: not recording it as ``queued`` (its worker records its progress).
+The gateway calls these.  A task's id is signed (:mod:`tasks.taskids`), so a task Kafka
+acknowledged is known as ``queued`` from its id alone, with no write, until its worker records
+its progress.  A task with an ``Idempotency-Key`` is recorded as ``submitting`` before it is sent,
+so that a repeated key finds it, and as ``queued`` once Kafka has it; if the send fails, that
+record is removed.  A failed send propagates: the caller answers 503, and nothing was promised.
+Once Kafka has the task, nothing fails the submission: not recording it as ``queued`` either.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Submission:
 
 
 def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> Submission:
-    """Sends ``actor(*args)`` once Kafka can take it, recording its status.
+    """Sends ``actor(*args)`` as a task with a signed id, once Kafka can take it.
 
     Raises:
       KeyReused: If this key was used before for a request with other arguments.
@@ -57,8 +58,9 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
       Exception: Whatever the broker raised when Kafka did not acknowledge the message
         (``broker.DeliveryFailed`` on Kafka).
     """
-    message = actor.message(*args)
     store = get_store()
+    message = actor.message(*args)
+    message = message.copy(message_id=store.task_ids.new(actor.actor_name, millis=message.message_timestamp))
     taken_over = False
     if idempotency_key is not None:
         asked = fingerprint(actor, args)
@@ -84,9 +86,10 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
         if idempotency_key is not None and not taken_over:
             store.forget_task(message.message_id)
         raise
-    try:
-        store.mark_queued(message.message_id, actor.actor_name)
-    except Exception:
-        # Answering 503 now would have the client send the task again: Kafka already has it.
-        logger.exception("Task %s is in Kafka but could not be recorded as queued.", message.message_id)
+    if idempotency_key is not None:
+        try:
+            store.mark_queued(message.message_id, actor.actor_name)
+        except Exception:
+            # Answering 503 now would have the client send the task again: Kafka already has it.
+            logger.exception("Task %s is in Kafka but could not be recorded as queued.", message.message_id)
     return Submission(message.message_id, created=True)

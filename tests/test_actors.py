@@ -13,6 +13,7 @@ from tasks.app import broker
 from tasks.auth import create_user, get_user
 from tasks.payments import process_payment
 from tasks.store import get_store
+from tasks.taskids import from_millis
 
 
 @pytest.fixture
@@ -56,6 +57,17 @@ def test_create_user_stores_the_user_and_succeeds(store, workers):
     task = sign_up(store)
     assert task["status"] == "succeeded"
     assert store.get_user(task["result"]["id"]) == {"id": task["result"]["id"], "name": "Ada", "email": "ada@example.com"}
+
+
+def test_a_tasks_row_keeps_the_time_its_message_was_made(store, workers):
+    message = create_user.message({"name": "Ada", "email": "ada@example.com"})
+    message = message.copy(message_timestamp=message.message_timestamp - 60_000)  # made a minute ago
+
+    broker.enqueue(message)
+
+    task = wait_for_status(store, message.message_id, "succeeded")
+    assert task["createdAt"] == from_millis(message.message_timestamp)
+    assert task["updatedAt"] > task["createdAt"]
 
 
 def test_a_redelivered_create_user_adds_no_second_user(store, workers):

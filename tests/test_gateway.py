@@ -92,14 +92,35 @@ def test_sign_up_is_accepted_and_queued(client, store, broker):
     body = response.get_json()
     assert body["statusUrl"] == f"/api/tasks/{body['taskId']}"
     assert response.headers["Location"] == body["statusUrl"]
-    # And the task is recorded as queued, with one message holding the normalised payload
-    task = store.get_task(body["taskId"])
-    assert task["status"] == "queued"
-    assert task["kind"] == "create_user"
+    # And one message holds the normalised payload
     assert broker.queues["auth"].qsize() == 1
     message = take(broker, "auth")
     assert message.message_id == body["taskId"]
     assert message.args == ({"name": "Ada Lovelace", "email": "ada@example.com"},)
+    # And the task is queued, made when its message was, without a database write
+    assert store.get_task(body["taskId"]) is None
+    status = client.get(body["statusUrl"]).get_json()
+    assert (status["status"], status["kind"]) == ("queued", "create_user")
+    made = datetime.fromtimestamp(message.message_timestamp / 1000, timezone.utc)
+    assert datetime.fromisoformat(status["createdAt"]) == datetime.fromisoformat(status["updatedAt"]) == made
+
+
+def test_a_task_id_that_was_altered_is_404(client, store, broker):
+    task_id = client.post("/api/auth/sign-up", json=SIGN_UP).get_json()["taskId"]
+    altered = task_id[:-1] + ("A" if task_id[-1] != "A" else "B")
+
+    assert client.get(f"/api/tasks/{task_id}").status_code == 200
+    assert_error(client.get(f"/api/tasks/{altered}"), 404, "Not Found")
+
+
+def test_a_task_recorded_by_its_worker_answers_from_the_store(client, store, broker):
+    # Given a sign-up its worker has finished
+    task_id = client.post("/api/auth/sign-up", json=SIGN_UP).get_json()["taskId"]
+    store.set_status(task_id, "create_user", "succeeded", result={"id": 7})
+
+    # Then its status is the worker's
+    body = client.get(f"/api/tasks/{task_id}").get_json()
+    assert (body["status"], body["result"]) == ("succeeded", {"id": 7})
 
 
 @pytest.mark.parametrize("payload, field", [
@@ -134,7 +155,7 @@ def test_pay_is_accepted(client, store, broker):
     assert response.status_code == 202
     body = response.get_json()
     assert response.headers["Location"] == body["statusUrl"] == f"/api/tasks/{body['taskId']}"
-    assert store.get_task(body["taskId"])["status"] == "queued"
+    assert client.get(body["statusUrl"]).get_json()["status"] == "queued"
     message = take(broker, "payments")
     assert message.args == ({"userId": 1, "amount": "10.50", "currency": "EUR"}, None)
 
@@ -236,10 +257,13 @@ def test_a_task_kafka_took_is_202_even_if_its_status_cannot_be_recorded(client, 
 
     monkeypatch.setattr(Store, "mark_queued", locked)
 
-    # When a payment is posted, then it is accepted, since Kafka has it
-    response = client.post("/api/payments/pay", json=PAYMENT)
+    # When a payment is posted with a key (only then is a task recorded before its worker runs it),
+    # then it is accepted, since Kafka has it, and shows as queued
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-locked"})
     assert response.status_code == 202
-    assert take(broker, "payments").message_id == response.get_json()["taskId"]
+    task_id = response.get_json()["taskId"]
+    assert take(broker, "payments").message_id == task_id
+    assert client.get(f"/api/tasks/{task_id}").get_json()["status"] == "queued"
 
 
 @pytest.mark.parametrize("body", ['{"userId": 1' + "1" * 5000 + "}", "[" * 20_000 + "]" * 20_000],
@@ -377,6 +401,18 @@ def test_kafka_down_is_503_with_retry_after_and_no_task(client, store, broker, m
     assert response.headers["Retry-After"] == "5"
     assert len(sent) == 1
     assert store.get_task(sent[0]) is None
+
+
+def test_sign_ups_write_nothing_to_the_database(client, store, broker, monkeypatch):
+    # Given the key of the deployment's task ids, made by an earlier request
+    client.post("/api/auth/sign-up", json=SIGN_UP)
+    writes = []
+    monkeypatch.setattr(Store, "_writing", lambda self: writes.append(1) or pytest.fail("a sign-up wrote"))
+
+    # When sign-ups are posted, then they are accepted without a write
+    for _ in range(3):
+        assert client.post("/api/auth/sign-up", json=SIGN_UP).status_code == 202
+    assert writes == []
 
 
 # Users ------------------------------------------------------------------------------------------

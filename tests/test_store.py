@@ -19,7 +19,7 @@ def store(request, tmp_path):
     else:
         store = Store(request.getfixturevalue("postgres_server"))
         with store.engine.begin() as connection:
-            for table in ("users", "payments", "tasks"):
+            for table in ("users", "payments", "tasks", "secrets"):
                 connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     store.create_schema()
     yield store
@@ -51,6 +51,36 @@ def test_a_redelivered_sign_up_returns_the_same_user(store):
     assert again == first
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM users")).scalar() == 1
+
+
+def test_a_secret_is_made_once_and_shared_by_every_store_of_the_database(store):
+    first = store.secret("task-ids")
+    other = Store(store.url)
+    try:
+        assert other.secret("task-ids") == first
+    finally:
+        other.engine.dispose()
+    assert len(first) >= 40  # 256 random bits, URL-safe base64
+    assert store.secret("another") != first
+
+
+def test_stores_of_one_database_recognise_each_others_task_ids(store):
+    other = Store(store.url)
+    try:
+        task_id = store.task_ids.new("create_user")
+        assert other.task_ids.issued(task_id, ["create_user"]).kind == "create_user"
+    finally:
+        other.engine.dispose()
+
+
+def test_set_status_keeps_the_time_a_task_was_made(store):
+    made = dt.datetime.now(dt.timezone.utc).replace(microsecond=123_000) - dt.timedelta(hours=1)
+    store.set_status("a", "create_user", "running", created_at=made)
+    store.set_status("a", "create_user", "succeeded", created_at=made + dt.timedelta(seconds=5))
+
+    task = store.get_task("a")
+    assert task["createdAt"] == made
+    assert task["updatedAt"] > made
 
 
 def test_another_sign_up_with_the_same_email_is_refused(store):
