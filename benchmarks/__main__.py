@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             print(f"\n== {name}", flush=True)
             t0 = time.monotonic()
+            ctx.delete_topics()
             rows = run_scenario(name, ctx)
             print_rows(rows)
             print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib
 import math
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import dramatiq
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -133,3 +136,24 @@ def test_report_claims_no_kafka_cpu_for_a_remote_kafka(tmp_path):
                  tmp_path / "benchmarks.md")
     text = (tmp_path / "benchmarks.md").read_text()
     assert "loaded for 75 s" in text and "CPU per message" not in text
+
+
+def test_delete_topics_deletes_only_the_benchmarks_topics(bench):
+    # Given a topic of a benchmark run and one of somebody else's on the same Kafka
+    admin = AdminClient({"bootstrap.servers": bench.bootstrap_servers})
+    ours, theirs = f"{bench.prefix()}queue", f"not-a-bench-{uuid.uuid4().hex[:8]}"
+    for future in admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)
+                                       for name in (ours, theirs)]).values():
+        future.result()
+
+    # When the benchmarks clean up before a run
+    deleted = bench.delete_topics()
+
+    # Then only the run's topic is gone (the broker's metadata may take a moment to say so)
+    assert deleted >= 1
+    deadline = time.monotonic() + 10
+    while ours in (topics := admin.list_topics(timeout=30).topics) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ours not in topics
+    assert theirs in topics
+    admin.delete_topics([theirs])
