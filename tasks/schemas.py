@@ -10,12 +10,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 from dramatiq.middleware import CurrentMessage
-from marshmallow import Schema, ValidationError, fields, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
 from .errors import InvalidPayload
 
 #: The largest payment accepted, in the payment's currency.
 MAX_AMOUNT = Decimal("1000000")
+
+#: The places every amount is written with.
+CENT = Decimal("0.01")
 
 #: ISO 4217 codes accepted for payments.  A closed list: a typo must fail, not charge in "USD ".
 CURRENCIES = frozenset("""
@@ -119,6 +122,12 @@ class PaymentSchema(Schema):
         if isinstance(data, dict) and isinstance(data.get("amount"), float):
             data = dict(data, amount=repr(data["amount"]))
         return data
+
+    @post_load
+    def _in_cents(self, data, **kwargs):
+        # Exact, as the amount has at most two places: "10.5" and "10.50" become one amount, so a
+        # retry that writes it otherwise is the same request under its idempotency key.
+        return dict(data, amount=data["amount"].quantize(CENT))
 
 
 #: The longest idempotency key: the store's column.

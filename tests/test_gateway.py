@@ -175,6 +175,17 @@ def test_repeated_idempotency_key_answers_the_same_task(client, store, broker):
     assert message.args[1] == "order-42"
 
 
+def test_a_retry_that_writes_the_amount_otherwise_is_the_same_request(client, store, broker):
+    first = client.post("/api/payments/pay", json={**PAYMENT, "amount": "10.5"}, headers={"Idempotency-Key": "o-7"})
+
+    again = client.post("/api/payments/pay", json={**PAYMENT, "amount": 10.50}, headers={"Idempotency-Key": "o-7"})
+
+    assert first.status_code == again.status_code == 202
+    assert first.get_json() == again.get_json()
+    assert take(broker, "payments").args[0]["amount"] == "10.50"
+    assert broker.queues["payments"].qsize() == 0
+
+
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
 def test_invalid_idempotency_key_is_422(client, store, broker, key):
     # When a payment carries an invalid Idempotency-Key

@@ -72,5 +72,11 @@ def test_payment_rejects(payload, field):
     assert field in error.value.messages
 
 
+@pytest.mark.parametrize("amount, cents", [("10.5", "10.50"), ("10.50", "10.50"), (10.5, "10.50"), ("1E+1", "10.00"),
+                                           (7, "7.00")])
+def test_payment_amounts_are_loaded_in_cents(amount, cents):
+    assert str(PaymentSchema().load({"userId": 1, "amount": amount})["amount"]) == cents
+
+
 def test_payment_dumps_money_as_a_string():
     assert PaymentSchema().dump({"userId": 1, "amount": Decimal("10.10"), "currency": "USD"})["amount"] == "10.10"
