@@ -15,6 +15,7 @@ message of an actor that stores results; no tracked actor here does.)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import dramatiq
@@ -41,6 +42,14 @@ def describe(exception: BaseException | None) -> str | None:
     return f"{type(exception).__name__}: {exception}"
 
 
+def _made_at(message) -> dt.datetime | None:
+    """When the message was made; None for a timestamp no date can hold (a record produced by hand)."""
+    try:
+        return from_millis(message.message_timestamp)
+    except (OverflowError, TypeError, ValueError):
+        return None
+
+
 class TaskStatus(dramatiq.Middleware):
     """Records the status of tracked actors' messages in the store."""
 
@@ -58,8 +67,8 @@ class TaskStatus(dramatiq.Middleware):
         if not self._tracked(broker, message):
             return
         try:
-            get_store().set_status(message.message_id, message.actor_name, status,
-                                   created_at=from_millis(message.message_timestamp), **fields)
+            get_store().set_status(message.message_id, message.actor_name, status, created_at=_made_at(message),
+                                   **fields)
         except Exception:
             # A status is a courtesy to the caller; it must never fail the task itself.
             logger.exception("Could not record status %r of task %s.", status, message.message_id)

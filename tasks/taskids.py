@@ -8,8 +8,8 @@ that carries a valid signature and has no row is a task Kafka acknowledged that 
 started yet, made at the time it carries; any other id without a row is unknown (``404``).
 
 Writing a ``queued`` row instead cost each sign-up a database write: under load on two cores,
-the gateway served ~35 % more requests per second without it (``docs/benchmarks.md``).  It also left a task acknowledged by
-Kafka unknown whenever that write failed.
+the gateway served ~35 % more requests per second without it (``docs/benchmarks.md``).  It
+also left a task acknowledged by Kafka unknown whenever that write failed.
 
 This module does no I/O: the key is handed to it (the store keeps it).
 """

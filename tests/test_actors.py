@@ -70,6 +70,17 @@ def test_a_tasks_row_keeps_the_time_its_message_was_made(store, workers):
     assert task["updatedAt"] > task["createdAt"]
 
 
+def test_a_message_with_a_timestamp_no_date_holds_still_gets_its_status(store, workers):
+    # Given a record produced by hand, stamped 3 billion years from now
+    message = create_user.message({"name": "Ada", "email": "ada@example.com"}).copy(message_timestamp=10**20)
+
+    broker.enqueue(message)
+
+    # Then its row says when it was first recorded instead
+    task = wait_for_status(store, message.message_id, "succeeded")
+    assert task["createdAt"] <= task["updatedAt"]
+
+
 def test_a_redelivered_create_user_adds_no_second_user(store, workers):
     message = create_user.message({"name": "Ada", "email": "ada@example.com"})
     broker.enqueue(message)
