@@ -14,8 +14,9 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 #: How long a record may take to be acknowledged before the send fails (librdkafka's
 #: ``delivery.timeout.ms``).  A web request behind ``enqueue`` must not hang longer than this.
@@ -51,6 +52,18 @@ class Record:
 
 def _not_acknowledged(topic: str, error) -> DeliveryFailed:
     return DeliveryFailed(f"Kafka did not acknowledge a record for {topic}: {error.str()}")
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether an error leaves the client unable to send again (see ``DurableProducer._replace``)."""
+    return error.fatal() or error.code() == KafkaError._FATAL
+
+
+class _Client(NamedTuple):
+    """A librdkafka producer, and the list its fatal error is put in if one comes."""
+
+    producer: Producer
+    fatal: list
 
 
 class Acknowledgements:
@@ -115,6 +128,10 @@ MESSAGE_MAX_BYTES = 1_048_588
 class DurableProducer:
     """An idempotent ``acks=all`` producer with blocking and batched confirmed sends.
 
+    If librdkafka's client fails fatally (an idempotence error it cannot recover from without
+    risking duplicates), the records it held fail and a new client takes over, so one bad moment
+    does not refuse every send until the process restarts.
+
     Parameters:
       config(dict): librdkafka settings for the cluster (see :class:`broker.KafkaSettings`).
       delivery_timeout_ms(int): The bound on one record's delivery.
@@ -122,7 +139,7 @@ class DurableProducer:
 
     def __init__(self, config: dict, *, delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS) -> None:
         self.delivery_timeout_ms = delivery_timeout_ms
-        self._producer = Producer({
+        self._config = {
             # Every send waits for its acknowledgement, so lingering only adds latency: librdkafka
             # still batches what queues up while a request is in flight, and bulk sends arrive
             # together.  (Against 1 ms, by hand: single sends p50 0.6-0.8 ms instead of 2.4 ms,
@@ -137,14 +154,51 @@ class DurableProducer:
             "delivery.timeout.ms": delivery_timeout_ms,
             "request.timeout.ms": min(delivery_timeout_ms, 30_000),
             "message.timeout.ms": delivery_timeout_ms,
-        })
+        }
+        #: Clients replaced after a fatal error, polled until their records are all reported.
+        self._retired: list[Producer] = []
+        self._replacing = threading.Lock()
+        self._client = self._new_client()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_delivery_reports, name="kafka-producer", daemon=True)
         self._poller.start()
 
     def _serve_delivery_reports(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            client = self._client
+            client.producer.poll(0.05)
+            if client.fatal:
+                self._replace(client, client.fatal[0])
+            for retired in list(self._retired):
+                if retired.poll(0) == 0 and len(retired) == 0:
+                    self._retired.remove(retired)
+
+    def _new_client(self) -> _Client:
+        fatal: list[KafkaError] = []  # not the client itself, which would make a reference cycle
+
+        def on_error(error: KafkaError) -> None:
+            # Set, this callback replaces librdkafka's own logging of client errors.
+            if is_fatal(error):
+                fatal.append(error)
+            else:
+                logger.warning("Kafka producer: %s", error.str())
+
+        return _Client(Producer({**self._config, "error_cb": on_error}), fatal)
+
+    def _replace(self, failed: _Client, error: KafkaError) -> None:
+        """Swaps a client that failed fatally for a new one.
+
+        An idempotent producer that meets an error it cannot recover from without risking
+        duplicates or reordering (librdkafka's fatal errors) refuses every record after it; only
+        a new client, with a new producer id, sends again.  The records the old client held fail
+        their delivery reports, so their senders are told; it is polled until it reported all.
+        """
+        with self._replacing:
+            if self._client is not failed or self._closed.is_set():
+                return
+            logger.error("The Kafka producer failed fatally (%s); sending through a new one.", error.str())
+            self._retired.append(failed.producer)
+            self._client = self._new_client()
 
     def send_async(self, record: Record) -> Future:
         """Starts sending a record.
@@ -199,9 +253,11 @@ class DurableProducer:
         if record.partition is not None:
             kwargs["partition"] = record.partition
         deadline = None  # set when the queue is first found full: most records never need it
+        replaced = False
         while True:
+            client = self._client
             try:
-                self._producer.produce(record.topic, record.value, **kwargs)
+                client.producer.produce(record.topic, record.value, **kwargs)
                 return
             except BufferError:
                 # The local queue is full; the poller frees it as deliveries complete.
@@ -211,20 +267,29 @@ class DurableProducer:
                     raise DeliveryFailed(f"the producer queue stayed full for {self.delivery_timeout_ms} ms") from None
                 time.sleep(0.005)
             except KafkaException as e:
-                raise DeliveryFailed(f"could not send a record to {record.topic}: {e.args[0].str()}") from None
+                error = e.args[0]
+                if is_fatal(error) and not replaced:
+                    # librdkafka took nothing: the record goes once, through the new client.
+                    self._replace(client, error)
+                    replaced = True
+                    continue
+                raise DeliveryFailed(f"could not send a record to {record.topic}: {error.str()}") from None
 
     def close(self, timeout: float = 10) -> None:
         """Delivers what is queued (waiting at most ``timeout`` seconds) and stops the poller."""
         if self._closed.is_set():
             return
-        remaining = self._producer.flush(timeout)
+        remaining = self._client.producer.flush(timeout)
         if remaining:
             logger.warning("%d records were not delivered before the producer closed.", remaining)
         self._closed.set()
         self._poller.join()
+        for retired in self._retired:
+            retired.purge()
+            retired.flush(0)  # fails what a replaced client still held, so its senders wake
         # Dropping the client destroys its librdkafka handle, which would otherwise keep
         # reconnecting (and logging) for as long as this object lives.
-        self._producer = None
+        self._client = None
 
 
-__all__ = ["Acknowledgements", "DeliveryFailed", "DurableProducer", "Record"]
+__all__ = ["Acknowledgements", "DeliveryFailed", "DurableProducer", "Record", "is_fatal"]

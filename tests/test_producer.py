@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from broker.producer import Acknowledgements, DeliveryFailed, DurableProducer, Record
+import broker.producer
+from broker.producer import Acknowledgements, DeliveryFailed, DurableProducer, Record, is_fatal
 
 
 class Delivered:
@@ -111,3 +114,82 @@ def test_a_closed_producer_refuses_to_send(kafka, topic):
     producer.close()
     with pytest.raises(DeliveryFailed, match="closed"):
         producer.send(Record(topic, b"late"))
+
+
+# Fatal errors ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("error", "fatal"), [
+    (KafkaError(KafkaError._FATAL), True),
+    (KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, fatal=True), True),
+    (KafkaError(KafkaError._MSG_TIMED_OUT), False),
+    (KafkaError(KafkaError._TRANSPORT), False),
+])
+def test_is_fatal_tells_the_errors_no_client_recovers_from(error, fatal):
+    assert is_fatal(error) is fatal
+
+
+@pytest.fixture
+def first_client_fails_fatally(monkeypatch):
+    """Makes DurableProducer's first librdkafka client fail fatally at its first record.
+
+    Kafka offers no way to cause such an error on demand (they come from idempotence state lost
+    on the broker), so that one is injected, as librdkafka reports it: through the error callback,
+    the failed delivery report of the record it held, and ``_FATAL`` for every later ``produce``.
+    Every other record, and every later client, is real and goes to the real broker.
+    """
+
+    class FailsFatally(Producer):
+        made = 0
+
+        def __init__(self, config):
+            super().__init__(config)
+            FailsFatally.made += 1
+            self.fails = FailsFatally.made == 1
+            self.failed = False
+            self.error_cb = config["error_cb"]
+
+        def produce(self, topic, value=None, *args, on_delivery=None, **kwargs):
+            if self.failed:
+                raise KafkaException(KafkaError(KafkaError._FATAL, "Fatal error"))
+            if self.fails:
+                self.failed = True
+                error = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "injected", fatal=True)
+                self.error_cb(error)
+                on_delivery(error, None)
+                return None
+            return super().produce(topic, value, *args, on_delivery=on_delivery, **kwargs)
+
+    monkeypatch.setattr(broker.producer, "Producer", FailsFatally)
+    return FailsFatally
+
+
+@pytest.fixture
+def fatal_producer(kafka, first_client_fails_fatally):
+    producer = DurableProducer({"bootstrap.servers": kafka}, delivery_timeout_ms=2_000)
+    yield producer
+    producer.close(timeout=5)
+
+
+@pytest.fixture
+def failed_once(fatal_producer, topic):
+    """The producer once its first client failed fatally with a record in hand."""
+    with pytest.raises(DeliveryFailed):
+        fatal_producer.send(Record(topic, b"held when it failed", partition=0))
+    return fatal_producer
+
+
+def test_the_record_a_fatally_failed_client_held_fails_its_send(fatal_producer, topic):
+    with pytest.raises(DeliveryFailed, match="injected"):
+        fatal_producer.send(Record(topic, b"held when it failed", partition=0))
+
+
+def test_a_send_after_a_fatal_error_goes_through_a_new_client(failed_once, topic, first_client_fails_fatally):
+    assert failed_once.send(Record(topic, b"after", partition=0)) == (0, 0)
+    assert first_client_fails_fatally.made == 2
+
+
+def test_a_client_reported_fatal_is_replaced_before_the_next_send(failed_once, first_client_fails_fatally):
+    deadline = time.monotonic() + 10
+    while first_client_fails_fatally.made < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first_client_fails_fatally.made == 2
