@@ -29,7 +29,7 @@ import zlib
 
 import dramatiq
 from confluent_kafka.admin import AdminClient
-from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
+from dramatiq.results import ResultBackend, ResultMissing, Results, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.middleware import DEFAULT_RESULT_TTL
 from dramatiq.results.result import wrap_exception, wrap_result
@@ -42,6 +42,9 @@ from .topics import TopicSpec, ensure_topics
 
 #: The message option that names the partition a result must be written to.
 REPLY_PARTITION = "reply_partition"
+
+#: Set on a message whose failure result was stored (or owed) before its nack.
+FAILURE_STORED = "_kafka_tasks_failure_stored"
 
 
 class KafkaResultBackend(ResultBackend):
@@ -142,9 +145,23 @@ class KafkaResultBackend(ResultBackend):
         self._send(message, wrap_result(result), ttl)
 
     def store_exception(self, message, exception: Exception, ttl: int) -> None:
+        if getattr(message, FAILURE_STORED, False):
+            return  # stored before its nack, by ReplyRouting
         self._send(message, wrap_exception(exception), ttl)
 
-    def _send(self, message, wrapped, ttl: int) -> None:
+    def store_failure(self, message, exception: Exception, ttl: int) -> None:
+        """Stores a failed message's exception as its result, owed by the message: until Kafka
+        has it, the message's nack raises and is tried again, so the requester never waits for
+        its timeout instead of the failure.  The Results middleware's own store of it, after the
+        nack, is then skipped.
+
+        Raises:
+          DeliveryFailed: If Kafka refused it (the message owes it).
+        """
+        setattr(message, FAILURE_STORED, True)
+        self._send(message, wrap_exception(exception), ttl, debtor=message)
+
+    def _send(self, message, wrapped, ttl: int, *, debtor=None) -> None:
         self._clients()
         key = self.build_message_key(message)
         record = Record(self.topic, self.encoder.encode(wrapped), key=key.encode(),
@@ -154,7 +171,7 @@ class KafkaResultBackend(ResultBackend):
             self._producer.send(record)
         except DeliveryFailed:
             # Dramatiq's Results middleware only logs this; the message owes it instead.
-            followups.owe(functools.partial(self._producer.send, record))
+            followups.owe(functools.partial(self._producer.send, record), debtor)
             raise
 
     # Getting (requester side) -----------------------------------------------------------------
@@ -255,7 +272,9 @@ class ReplyRouting(dramatiq.Middleware):
 
     Add it next to ``Results(backend=...)``.  It marks every message of a result-storing actor
     with ``reply_partition`` and registers the process's interest in its result before the
-    message leaves, so the reply is read even if it comes before anyone calls ``get_result``.
+    message leaves, so the reply is read even if it comes before anyone calls ``get_result``.  On
+    the worker side, it stores a failed message's exception before the nack, owed by the message
+    (:meth:`before_nack`).
 
     Parameters:
       backend(KafkaResultBackend): The backend the Results middleware uses.
@@ -263,6 +282,30 @@ class ReplyRouting(dramatiq.Middleware):
 
     def __init__(self, backend: KafkaResultBackend) -> None:
         self.backend = backend
+
+    def before_nack(self, broker, message) -> None:
+        """Stores a failed message's exception as its result before the nack makes it done.
+
+        Dramatiq's Results middleware stores it after the nack, when a send Kafka refuses can no
+        longer hold the message back, and only logs the refusal: the requester would wait for its
+        timeout.  Here the message owes the send (see :meth:`KafkaResultBackend.store_failure`).
+        """
+        if not hasattr(message, "owe") or getattr(message, FAILURE_STORED, False):
+            return  # not from a Kafka consumer, or already stored or owed (a nack tried again)
+        results = next((m for m in broker.middleware if isinstance(m, Results)), None)
+        if results is None or results.backend is not self.backend:
+            return
+        try:
+            actor_options = broker.get_actor(message.actor_name).options
+        except dramatiq.errors.ActorNotFound:
+            actor_options = {}
+        if not message.options.get("store_results", actor_options.get("store_results", results.store_results)):
+            return
+        ttl = message.options.get("result_ttl", actor_options.get("result_ttl", results.result_ttl))
+        try:
+            self.backend.store_failure(message, message._exception or Exception("unknown"), ttl)
+        except DeliveryFailed:
+            pass  # owed: the nack sends it first
 
     def before_enqueue(self, broker, message, delay) -> None:
         if message.options.get("store_results") is None:

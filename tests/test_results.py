@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
 import dramatiq
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from dramatiq.results import ResultFailure, ResultMissing, Results, ResultTimeout
 
 from broker import REPLY_PARTITION, KafkaBroker, KafkaResultBackend, ReplyRouting
@@ -66,6 +67,68 @@ def test_actor_failure_raises_result_failure(setup):
     with pytest.raises(ResultFailure, match="no such user: -1") as failure:
         message.get_result(backend=backend, block=True, timeout=10_000)
     assert failure.value.orig_exc_type == "LookupError"
+
+
+def results_under_key(kafka, topic: str, key: str) -> int:
+    """Counts the records of ``key`` in a results topic, read to its end."""
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"count-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        ended, count, deadline = set(), 0, time.monotonic() + 30
+        while len(ended) < len(partitions) and time.monotonic() < deadline:
+            record = consumer.poll(0.5)
+            if record is None:
+                continue
+            if record.error():
+                if record.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(record.partition())
+                continue
+            count += record.key() == key.encode()
+        assert len(ended) == len(partitions), "the results topic was not read to its end"
+        return count
+    finally:
+        consumer.close()
+
+
+def test_a_failure_is_stored_once(kafka, setup, results_topic):
+    _, backend, get_user = setup
+    message = get_user.send(-2)
+    with pytest.raises(ResultFailure):
+        message.get_result(backend=backend, block=True, timeout=10_000)
+    time.sleep(1)  # what the Results middleware would store after the nack comes right after it
+    assert results_under_key(kafka, results_topic, backend.build_message_key(message)) == 1
+
+
+def test_a_failure_kafka_refuses_holds_its_message_until_it_is_stored(setup, queue_name, results_topic):
+    from tests.test_broker import committed
+    from tests.test_consumer import refuse_records
+
+    broker, backend, get_user = setup
+
+    def done_once(count: int) -> bool:
+        deadline = time.monotonic() + 10
+        while sum(committed(broker, queue_name, queue_name).values()) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return sum(committed(broker, queue_name, queue_name).values()) == count
+
+    get_user.send(1).get_result(backend=backend, block=True, timeout=10_000)  # creates the topics
+    assert done_once(1)
+    # Given a results topic that refuses records
+    refuse_records(broker, results_topic)
+    # When a message fails for good
+    message = get_user.send(-3)
+    time.sleep(3)
+    # Then it is not done while its failure is not stored
+    assert sum(committed(broker, queue_name, queue_name).values()) == 1
+    with pytest.raises(ResultMissing):
+        message.get_result(backend=backend)
+    # And once Kafka takes it, the requester gets the failure, and the message is done
+    refuse_records(broker, results_topic, refuse=False)
+    with pytest.raises(ResultFailure, match="no such user: -3"):
+        message.get_result(backend=backend, block=True, timeout=30_000)
+    assert done_once(2)
 
 
 def test_a_result_stored_before_anyone_asks_is_returned(setup):
