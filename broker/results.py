@@ -295,30 +295,27 @@ class ReplyRouting(dramatiq.Middleware):
         results = next((m for m in broker.middleware if isinstance(m, Results)), None)
         if results is None or results.backend is not self.backend:
             return
-        try:
-            actor_options = broker.get_actor(message.actor_name).options
-        except dramatiq.errors.ActorNotFound:
-            actor_options = {}
-        if not message.options.get("store_results", actor_options.get("store_results", results.store_results)):
+        if not _option(broker, message, "store_results", results.store_results):
             return
-        ttl = message.options.get("result_ttl", actor_options.get("result_ttl", results.result_ttl))
+        ttl = _option(broker, message, "result_ttl", results.result_ttl)
         try:
             self.backend.store_failure(message, message._exception or Exception("unknown"), ttl)
         except DeliveryFailed:
             pass  # owed: the nack sends it first
 
     def before_enqueue(self, broker, message, delay) -> None:
-        if message.options.get("store_results") is None:
-            try:
-                actor_options = broker.get_actor(message.actor_name).options
-            except dramatiq.errors.ActorNotFound:
-                return
-            if not actor_options.get("store_results"):
-                return
-        elif not message.options["store_results"]:
-            return
-        if REPLY_PARTITION not in message.options:
+        if _option(broker, message, "store_results", False) and REPLY_PARTITION not in message.options:
             message.options[REPLY_PARTITION] = self.backend.expect(message, message.options.get("result_ttl"))
+
+
+def _option(broker, message, name: str, default):
+    """A message's option, else its actor's, else ``default``: as Dramatiq's Results reads them."""
+    if name in message.options:
+        return message.options[name]
+    try:
+        return broker.get_actor(message.actor_name).options.get(name, default)
+    except dramatiq.errors.ActorNotFound:
+        return default
 
 
 def _now() -> int:
