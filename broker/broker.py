@@ -16,10 +16,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
-from . import followups
 from .consumer import DelayConsumer, KafkaConsumer
 from .deadletters import OVERSIZED_KEPT_BYTES, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
+from .followups import FOLLOW_UPS
 from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, MESSAGE_MAX_BYTES, DeliveryFailed, DurableProducer, Record
 from .settings import KafkaSettings
 from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
@@ -94,19 +94,31 @@ class KafkaBroker(dramatiq.Broker):
         self._producer: DurableProducer | None = None
         self._admin: AdminClient | None = None
         self._ensured: set[str] = set()
-        self._follow_ups = (followups.FollowUpsBegin(), followups.FollowUpsEnd())
-        super().__init__(middleware=middleware)
-        #: Declared queue names (a dict, as Dramatiq's get_declared_queues reads its keys).
+        #: Declared queue names (a dict, as Dramatiq's get_declared_queues reads its keys).  Set
+        #: before Dramatiq's __init__, whose add_middleware reads it.
         self.queues: dict[str, None] = {}
-        followups.keep_in_place(self.middleware, *self._follow_ups)
+        super().__init__(middleware=middleware)
 
     def __repr__(self) -> str:
         return f"KafkaBroker(settings={self.settings!r})"
 
-    def add_middleware(self, middleware, *, before=None, after=None) -> None:
-        """Dramatiq's, keeping the follow-up markers first and last (see :mod:`broker.followups`)."""
-        super().add_middleware(middleware, before=before, after=after)
-        followups.keep_in_place(self.middleware, *self._follow_ups)
+    # Hooks ------------------------------------------------------------------------------------
+
+    def emit_before(self, signal: str, *args, **kwargs) -> None:
+        """Dramatiq's, with a nacked message's span of follow-ups open (see :mod:`broker.followups`)."""
+        if signal in _FOLLOWED_BEFORE:
+            with FOLLOW_UPS.of(args[0]):
+                super().emit_before(signal, *args, **kwargs)
+        else:
+            super().emit_before(signal, *args, **kwargs)
+
+    def emit_after(self, signal: str, *args, **kwargs) -> None:
+        """Dramatiq's, with a processed message's span of follow-ups open (see :mod:`broker.followups`)."""
+        if signal in _FOLLOWED_AFTER:
+            with FOLLOW_UPS.of(args[0]):
+                super().emit_after(signal, *args, **kwargs)
+        else:
+            super().emit_after(signal, *args, **kwargs)
 
     # Clients, created lazily in each process (librdkafka clients do not survive a fork) --------
 
@@ -239,14 +251,9 @@ class KafkaBroker(dramatiq.Broker):
           QueueNotFound: If the message's queue was not declared.
           DeliveryFailed: If Kafka did not acknowledge the message within ``delivery_timeout_ms``.
         """
-        try:
-            return self.enqueue_many([message], delay=delay)[0]
-        except DeliveryFailed:
-            # A message being processed is enqueued again by Dramatiq's Retries, and other
-            # middleware send what it leads to; Dramatiq only logs their failures, and the worker
-            # would then ack the message.  It owes the send instead (see broker.followups).
-            followups.owe(functools.partial(self.enqueue_many, [message], delay=delay), message)
-            raise
+        # Sent by middleware after an actor ran (a retry, a pipeline's next step), it is owed by
+        # the message processed when Kafka refuses it (see broker.followups).
+        return FOLLOW_UPS.send(functools.partial(self.enqueue_many, [message], delay=delay))[0]
 
     def enqueue_many(self, messages, *, delay: int | None = None) -> list[dramatiq.Message]:
         """Enqueues messages with one wait for Kafka's acknowledgement of all of them.
@@ -423,6 +430,11 @@ class KafkaBroker(dramatiq.Broker):
             self._admin = None
         if producer is not None and self._clients_pid == os.getpid():
             producer.close()
+
+
+#: The hooks around which a message's follow-ups are owed by it (see :mod:`broker.followups`).
+_FOLLOWED_BEFORE = frozenset({"nack"})
+_FOLLOWED_AFTER = frozenset({"process_message", "skip_message", "nack"})
 
 
 #: The most of Dramatiq's ``traceback`` option a record keeps: its end, where the exception is.

@@ -27,6 +27,7 @@ from dramatiq.errors import ConnectionClosed
 
 from . import messages
 from .delays import Action, DelayTiers
+from .followups import FOLLOW_UPS
 from .offsets import OffsetTracker
 from .producer import DeliveryFailed, Record
 
@@ -53,13 +54,6 @@ class KafkaMessageProxy(MessageProxy):
         self._offset = record.offset()
         self._consumer_id = consumer_id
         self._epoch = epoch
-        #: Sends this message owes before it may be acked or nacked: its retry, or what it leads
-        #: to (a result, a pipeline's next message), when Kafka did not take them.
-        self.owed: list[Callable[[], object]] = []
-
-    def owe(self, send: Callable[[], object]) -> None:
-        """Records a send that must succeed before this message is done."""
-        self.owed.append(send)
 
     @property
     def kafka_position(self) -> tuple[str, int, int]:
@@ -153,12 +147,10 @@ class KafkaConsumer(dramatiq.Consumer):
     def _make_owed_sends(self, message: KafkaMessageProxy) -> None:
         if message._consumer_id != self.id:
             return  # stale: its partition moved, and its new owner reads it again
-        while message.owed:
-            try:
-                message.owed[0]()
-            except DeliveryFailed as e:
-                raise ConnectionClosed(f"what message {message.message_id} leads to is not in Kafka yet: {e}") from None
-            message.owed.pop(0)
+        try:
+            FOLLOW_UPS.settle(message)
+        except DeliveryFailed as e:
+            raise ConnectionClosed(f"what message {message.message_id} leads to is not in Kafka yet: {e}") from None
 
     def nack(self, message: KafkaMessageProxy) -> None:
         """Makes the sends the message owes, dead-letters it, then marks it done.

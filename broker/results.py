@@ -34,7 +34,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.middleware import DEFAULT_RESULT_TTL
 from dramatiq.results.result import wrap_exception, wrap_result
 
-from . import followups
+from .followups import FOLLOW_UPS
 from .producer import DeliveryFailed, DurableProducer, Record
 from .replies import EXPIRES_HEADER, ReplyBook, ReplyListener
 from .settings import KafkaSettings
@@ -43,8 +43,8 @@ from .topics import TopicSpec, ensure_topics
 #: The message option that names the partition a result must be written to.
 REPLY_PARTITION = "reply_partition"
 
-#: Set on a message whose failure result was stored (or owed) before its nack.
-FAILURE_STORED = "_kafka_tasks_failure_stored"
+#: The follow-up name of a failed message's result: stored before its nack, not again after it.
+_FAILURE_RESULT = "failure result"
 
 
 class KafkaResultBackend(ResultBackend):
@@ -145,9 +145,8 @@ class KafkaResultBackend(ResultBackend):
         self._send(message, wrap_result(result), ttl)
 
     def store_exception(self, message, exception: Exception, ttl: int) -> None:
-        if getattr(message, FAILURE_STORED, False):
-            return  # stored before its nack, by ReplyRouting
-        self._send(message, wrap_exception(exception), ttl)
+        # Stored before the nack already, when ReplyRouting did (see store_failure).
+        self._send(message, wrap_exception(exception), ttl, once=_FAILURE_RESULT)
 
     def store_failure(self, message, exception: Exception, ttl: int) -> None:
         """Stores a failed message's exception as its result, owed by the message: until Kafka
@@ -158,21 +157,16 @@ class KafkaResultBackend(ResultBackend):
         Raises:
           DeliveryFailed: If Kafka refused it (the message owes it).
         """
-        setattr(message, FAILURE_STORED, True)
-        self._send(message, wrap_exception(exception), ttl, debtor=message)
+        self._send(message, wrap_exception(exception), ttl, once=_FAILURE_RESULT)
 
-    def _send(self, message, wrapped, ttl: int, *, debtor=None) -> None:
+    def _send(self, message, wrapped, ttl: int, *, once: str | None = None) -> None:
         self._clients()
         key = self.build_message_key(message)
         record = Record(self.topic, self.encoder.encode(wrapped), key=key.encode(),
                         headers=[(EXPIRES_HEADER, str(_now() + ttl).encode())],
                         partition=self._partition_for(message, key))
-        try:
-            self._producer.send(record)
-        except DeliveryFailed:
-            # Dramatiq's Results middleware only logs this; the message owes it instead.
-            followups.owe(functools.partial(self._producer.send, record), debtor)
-            raise
+        # Dramatiq's Results middleware only logs a refusal; the message being processed owes it.
+        FOLLOW_UPS.send(functools.partial(self._producer.send, record), once=once)
 
     # Getting (requester side) -----------------------------------------------------------------
 
@@ -290,8 +284,8 @@ class ReplyRouting(dramatiq.Middleware):
         longer hold the message back, and only logs the refusal: the requester would wait for its
         timeout.  Here the message owes the send (see :meth:`KafkaResultBackend.store_failure`).
         """
-        if not hasattr(message, "owe") or getattr(message, FAILURE_STORED, False):
-            return  # not from a Kafka consumer, or already stored or owed (a nack tried again)
+        if FOLLOW_UPS.current is not message:
+            return  # not nacked by a KafkaBroker, which owes follow-ups: Dramatiq stores it after the nack
         results = next((m for m in broker.middleware if isinstance(m, Results)), None)
         if results is None or results.backend is not self.backend:
             return

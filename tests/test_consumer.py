@@ -14,6 +14,7 @@ from dramatiq.errors import ConnectionClosed
 
 from broker import DeliveryFailed, KafkaBroker
 from broker.consumer import DUE_FETCH_WAIT_MS, DelayConsumer, KafkaConsumer
+from broker.followups import FOLLOW_UPS
 
 
 @pytest.fixture
@@ -233,7 +234,7 @@ def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sen
     # Given a message being processed whose retry Kafka refuses, as Dramatiq's Retries sends it
     consumer, proxy = handed_out
     refuse_records(one_partition_broker, queue_name)
-    with pytest.raises(DeliveryFailed):
+    with FOLLOW_UPS.of(proxy), pytest.raises(DeliveryFailed):
         one_partition_broker.enqueue(proxy)
     # When the worker acks it, then the ack raises what makes the worker try it again
     with pytest.raises(ConnectionClosed):
