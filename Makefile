@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[reference,dev]'
 	touch $@
 
 # The whole system: a local Kafka (unless KAFKA_URL / KAFKA_BOOTSTRAP_SERVERS points elsewhere),
@@ -25,13 +25,19 @@ run: setup
 kafka: setup
 	$(BIN)/kafka-tasks kafka
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, configured in pyproject.toml: lint, and the format every file keeps.
+.PHONY: lint
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Faults, load and bad input on real processes and real Kafka; writes docs/reliability.md.
-# These tests are part of `make test` too.
+# These tests are part of `make test` too, which writes no report.
 reliability: setup
-	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m reliability --reliability-report docs/reliability.md $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var/kafka
@@ -41,7 +47,7 @@ clean:
 # BENCH_ARGS passes options, e.g. BENCH_ARGS='--only latency --runs 5'.
 .PHONY: bench
 bench: setup
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[reference,bench]'
 	@if ! command -v redis-server >/dev/null || ! test -x /usr/lib/rabbitmq/bin/rabbitmq-server || ! command -v wrk >/dev/null; then \
 		echo "Installing redis-server, rabbitmq-server and wrk from Debian's packages ..."; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server rabbitmq-server wrk >/dev/null; \

@@ -157,10 +157,11 @@ def _profile_get_user(ctx: Context, seconds: float, output: Path) -> str | None:
     request_response.seed(ctx, env)
     subprocess.run([ctx.bin("kafka-tasks"), "release"], env=env, capture_output=True, timeout=120, check=True)
     log = Path(ctx.workdir) / "logs" / "profile-auth.log"
-    responder = procs.start([ctx.python, "-m", "broker.worker", "tasks.auth", "--queues", "auth", "--threads", "8"],
+    responder = procs.start([ctx.python, "-m", "broker.worker", "tasks.app:setup_broker", "--queues", "auth",
+                             "--threads", "8"],
                             env, log)
     client = subprocess.Popen(
-        [ctx.python, "-m", "benchmarks.rr_client", "tasks.auth", "--sequential", str(ctx.size(3_000, 300)),
+        [ctx.python, "-m", "benchmarks.rr_client", "tasks.app", "--sequential", str(ctx.size(3_000, 300)),
          "--concurrency", "1", "--per-thread", "1"], env=env, cwd=ctx.workdir, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:

@@ -1,6 +1,6 @@
 """Scenario 4, request/response: the ``get_user`` round trip, sequential and 50 requesters at once.
 
-The responder is the Procfile's ``auth`` process (``kafka-tasks worker tasks.auth --queues auth
+The responder is the Procfile's ``auth`` process (``kafka-tasks worker tasks.app:setup_broker --queues auth
 --processes 1 --threads 8``) on a fresh ``KAFKA_PREFIX`` and SQLite database; the requester is
 another process (:mod:`benchmarks.rr_client`) that sends ``get_user`` and blocks on its result,
 as the gateway's ``GET /api/users/<id>`` does.  Baseline: the same actor on Dramatiq's
@@ -62,9 +62,9 @@ def measure(ctx: Context, kind: str) -> dict:
                                  timeout=120)
         if release.returncode:
             raise RuntimeError(f"kafka-tasks release failed: {release.stderr.strip()[-300:]}")
-        command = [ctx.bin("kafka-tasks"), "worker", "tasks.auth", "--queues", "auth", "--processes", "1",
+        command = [ctx.bin("kafka-tasks"), "worker", "tasks.app:setup_broker", "--queues", "auth", "--processes", "1",
                    "--threads", "8"]
-        app = "tasks.auth"
+        app = "tasks.app"
     else:
         command = [ctx.python, "-m", "broker.worker", "benchmarks.rrapp", "--threads", "8"]
         app = "benchmarks.rrapp"

@@ -1,7 +1,8 @@
 """The requester side of the request/response benchmark, run as its own process.
 
 ``python -m benchmarks.rr_client APP --users N --sequential N --concurrency N --per-thread N``
-imports ``get_user`` from ``APP`` (``tasks.auth``, or ``benchmarks.rrapp`` for Redis), asks for
+imports ``get_user`` from ``APP`` (``tasks.app``, the reference system built from the environment,
+or ``benchmarks.rrapp`` for Redis), asks for
 users one at a time and then from many threads, and prints the round trips (ms) as JSON.
 """
 
@@ -25,9 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--per-thread", type=int, default=20)
     args = parser.parse_args(argv)
-    app = importlib.import_module(args.app)
-    get_user = app.get_user
-    backend = getattr(app, "backend", None) or importlib.import_module("tasks.app").backend
+    if args.app == "tasks.app":
+        from tasks.app import build_system
+        from tasks.auth import get_user as declared
+
+        built = build_system()
+        get_user, backend = built.actor(declared), built.backend
+    else:
+        app = importlib.import_module(args.app)
+        get_user, backend = app.get_user, app.backend
 
     def ask(n: int, timeout: int = 10_000) -> float:
         started = time.perf_counter()

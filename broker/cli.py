@@ -14,6 +14,39 @@ from pathlib import Path
 from . import devkafka
 
 
+def load_broker(spec: str):
+    """Imports ``MODULE[:ATTRIBUTE]`` and returns its broker, as Dramatiq's CLI reads its argument.
+
+    ``ATTRIBUTE`` names a broker, or a function that sets one up (it may return it, or make it
+    Dramatiq's global broker); without it, importing ``MODULE`` must set the global broker.
+
+    Raises:
+      ImportError: If the module cannot be imported or sets up no broker.
+    """
+    import importlib
+
+    import dramatiq
+
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    if attribute:
+        found = getattr(module, attribute, None)
+        if found is None:
+            raise ImportError(f"module {module_name} has no attribute {attribute!r}")
+        if isinstance(found, dramatiq.Broker):
+            return found
+        if not callable(found):
+            raise ImportError(f"{spec} is neither a broker nor a function that sets one up")
+        made = found()
+        if isinstance(made, dramatiq.Broker):
+            return made
+    # Read the global directly: get_broker() would make a RabbitMQ broker up if none was set.
+    broker = dramatiq.broker.global_broker
+    if broker is None:
+        raise ImportError(f"{spec} set up no broker: name a broker or a setup function, as MODULE:ATTRIBUTE")
+    return broker
+
+
 def add_kafka_command(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``kafka``: run a local single-node Apache Kafka in the foreground."""
     parser = subparsers.add_parser(
@@ -64,7 +97,9 @@ def add_worker_command(subparsers: argparse._SubParsersAction) -> None:
         description="Run Dramatiq workers on Kafka. One SIGTERM to the process group stops them cleanly "
                     "within 25 s, as Heroku sends it.",
     )
-    parser.add_argument("module", help="the module that sets up the broker and declares the actors")
+    parser.add_argument("module", metavar="MODULE[:ATTRIBUTE]",
+                        help="the module that declares the actors, and the broker or setup function in it "
+                             "(as Dramatiq's CLI takes them)")
     parser.add_argument("--queues", "-Q", nargs="+", metavar="QUEUE", help="listen to these queues only")
     parser.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="the number of worker processes (default: the number of CPUs)")
@@ -93,7 +128,8 @@ def add_dlq_command(subparsers: argparse._SubParsersAction, *, default_module: s
         description="Read a queue's dead-letter topic (<queue>.XQ) and send dead messages back to the queue.",
     )
     commands = parser.add_subparsers(dest="dlq_command", required=True)
-    module_help = "the module that sets up the broker" + (f" (default: {default_module})" if default_module else "")
+    module_help = "the module that sets up the broker, as MODULE[:ATTRIBUTE]" + (
+        f" (default: {default_module})" if default_module else "")
     listing = commands.add_parser("list", help="list the dead letters of a queue, oldest first")
     replaying = commands.add_parser(
         "replay", help="send dead messages back to their queue (each once; skips those already replayed)")
@@ -107,16 +143,15 @@ def add_dlq_command(subparsers: argparse._SubParsersAction, *, default_module: s
 
 
 def _dlq_broker(module: str):
-    import importlib
-
-    import dramatiq
-
     from .broker import KafkaBroker
     from .dlq import DeadLetterError
 
-    importlib.import_module(module)
-    # Read the global directly: get_broker() would make a RabbitMQ broker up if none was set.
-    broker = dramatiq.broker.global_broker
+    try:
+        broker = load_broker(module)
+    except ModuleNotFoundError:
+        raise
+    except ImportError:
+        broker = None
     if not isinstance(broker, KafkaBroker):
         raise DeadLetterError(f"module {module} set no KafkaBroker as Dramatiq's broker (found {type(broker).__name__})")
     return broker

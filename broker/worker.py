@@ -12,7 +12,6 @@ exits anyway, which also loses nothing.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -22,6 +21,8 @@ import threading
 import time
 
 import dramatiq
+
+from .cli import load_broker
 
 #: How long worker threads get to finish the messages they are running, after SIGTERM (s).
 SHUTDOWN_GRACE = 15
@@ -44,7 +45,8 @@ def run_process(module: str, queues: list[str] | None, threads: int) -> int:
     """Runs one worker process until it is asked to stop.
 
     Parameters:
-      module: The module that declares the broker and actors, imported first.
+      module: ``MODULE[:ATTRIBUTE]``: the module that declares the actors, and the broker or the
+        function that sets it up (see :func:`broker.cli.load_broker`).
       queues: The queues to consume (all declared ones by default).
       threads: The number of worker threads.
 
@@ -53,8 +55,7 @@ def run_process(module: str, queues: list[str] | None, threads: int) -> int:
     """
     stop = threading.Event()
     _on_stop_signals(stop.set)
-    importlib.import_module(module)
-    broker = dramatiq.get_broker()
+    broker = load_broker(module)
     worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads)
     worker.start()
     logger.info("Worker process is ready for action.")

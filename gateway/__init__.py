@@ -2,23 +2,19 @@
 
 ``create_app()`` builds the Flask app: one flask-smorest blueprint per resource, errors answered
 as JSON from :mod:`gateway.errors`.  Importing this package has no side effects: the broker is
-built when an app is created, and Kafka clients only on first use, in the process that uses them
-(after gunicorn forks).
+built when an app is created (or handed to the factory), and Kafka clients only on first use, in
+the process that uses them (after gunicorn forks).
 """
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 from flask_smorest import Api
 
-#: Settings a deployment may override with ``FLASK_``-prefixed variables or ``create_app(config)``.
+#: The app's Flask and flask-smorest settings.
 DEFAULTS = {
     #: Bodies are small JSON documents; anything larger is refused with 413 before it is parsed.
     "MAX_CONTENT_LENGTH": 64 * 1024,
-    #: How long ``GET /api/users/<id>`` waits for the auth service (ms); ``USER_LOOKUP_TIMEOUT_MS``.
-    "USER_LOOKUP_TIMEOUT_MS": 5_000,
     "API_TITLE": "kafka-tasks",
     "API_VERSION": "1",
     "OPENAPI_VERSION": "3.1.0",
@@ -29,31 +25,40 @@ DEFAULTS = {
 }
 
 
-def create_app(config: dict | None = None) -> Flask:
-    """Creates the gateway.
+def create_app(config=None, *, broker=None, store=None) -> Flask:
+    """Creates the gateway, the way Flask's tutorial builds apps: handed its parts, or building them.
 
     Parameters:
-      config(dict): Settings that take precedence over the defaults and the environment.
+      config(tasks.config.Config): The configuration; by default read from the environment.
+      broker(Broker): The broker tasks are sent through, with the reference system's actors
+        declared on it; by default the one ``tasks.app.build_system(config, store=store)`` builds.
+      store(Store): The database; by default the one the system was built with, or
+        ``Store(config.database_url)`` beside a broker handed in.
 
     Returns:
-      The Flask application, with the broker, result backend and store in
-      ``app.extensions["kafka_tasks"]``.
-    """
-    app = Flask(__name__)
-    app.config.update(DEFAULTS)
-    app.config.from_prefixed_env()
-    if os.environ.get("USER_LOOKUP_TIMEOUT_MS"):
-        app.config["USER_LOOKUP_TIMEOUT_MS"] = os.environ["USER_LOOKUP_TIMEOUT_MS"]
-    app.config.update(config or {})
-    app.config["USER_LOOKUP_TIMEOUT_MS"] = int(app.config["USER_LOOKUP_TIMEOUT_MS"])
+      The Flask application, with its parts in ``app.extensions["kafka_tasks"]``.
 
-    # Imported here, not at the top: building the broker belongs to creating an app.
+    Raises:
+      ConfigurationError: If the environment's configuration is invalid.
+    """
     from tasks import app as tasks_app
+    from tasks.config import Config
 
     from . import auth, errors, health, payments, statuses, users
     from .extension import KafkaTasks
 
-    app.extensions["kafka_tasks"] = KafkaTasks(broker=tasks_app.broker, backend=tasks_app.backend)
+    config = config or Config.from_env()
+    if broker is None:
+        built = tasks_app.build_system(config, store=store)
+        broker, store = built.broker, built.store
+    elif store is None:
+        from tasks.store import Store
+
+        store = Store(config.database_url)
+
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.extensions["kafka_tasks"] = KafkaTasks(config=config, broker=broker, store=store)
     api = Api(app)
     # After Api(), whose own HTTPException handler this replaces: errors come from one place.
     errors.register(app)

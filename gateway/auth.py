@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tasks.auth import create_user
 from tasks.schemas import SignUpSchema, TaskAcceptedSchema
 from tasks.submit import submit
 
 from . import errors
+from .extension import kafka_tasks
 from .parsing import Blueprint
 from .statuses import LOCATION_HEADER, accepted
 
@@ -22,5 +22,6 @@ sign_up_schema = SignUpSchema()
 @errors.documented(blp, 400, 413, 415, 503)
 def sign_up(sign_up: dict):
     """Signs a user up, once Kafka has stored the task; the task's status tells how it ended."""
-    submission = submit(create_user, sign_up_schema.dump(sign_up))
+    tasks = kafka_tasks()
+    submission = submit(tasks.actor("create_user"), sign_up_schema.dump(sign_up), store=tasks.store)
     return accepted(submission.task_id)

@@ -5,28 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dramatiq
-from dramatiq.results import ResultBackend
+from dramatiq.results import ResultBackend, Results
 from flask import current_app
 
-from tasks.store import Store, get_store
+from tasks.config import Config
+from tasks.store import Store
 
 
 @dataclass(frozen=True)
 class KafkaTasks:
-    """The broker, result backend and store of one app.
+    """The configuration, broker and store of one app.
 
     Parameters:
+      config(Config): The reference system's configuration.
       broker(Broker): The broker tasks are sent through; its Kafka clients are per process.
-      backend(ResultBackend): Where actors' results are read from.
+      store(Store): The database statuses are read from.
     """
 
+    config: Config
     broker: dramatiq.Broker
-    backend: ResultBackend
+    store: Store
+
+    def actor(self, name: str) -> dramatiq.Actor:
+        """Returns the actor called ``name``, as declared on this app's broker."""
+        return self.broker.get_actor(name)
 
     @property
-    def store(self) -> Store:
-        """This process's store (engines are not shared across forks), as ``submit`` uses it."""
-        return get_store()
+    def backend(self) -> ResultBackend:
+        """Where actors' results are read from: the backend of the broker's Results middleware."""
+        return next(m.backend for m in self.broker.middleware if isinstance(m, Results))
 
 
 def kafka_tasks() -> KafkaTasks:

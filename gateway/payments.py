@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from marshmallow import Schema
 
-from tasks.payments import process_payment
 from tasks.schemas import PRINTABLE_ASCII, PaymentSchema, TaskAcceptedSchema, idempotency_key_field
 from tasks.submit import submit
 
 from . import errors
+from .extension import kafka_tasks
 from .parsing import Blueprint
 from .statuses import LOCATION_HEADER, accepted
 
@@ -35,6 +35,7 @@ payment_schema = PaymentSchema()
 @errors.documented(blp, 400, 409, 413, 415, 503)
 def pay(payment: dict, idempotency_key: str | None = None):
     """Pays, once Kafka has stored the task.  A repeated ``Idempotency-Key`` answers with the same task."""
-    submission = submit(process_payment, payment_schema.dump(payment), idempotency_key,
-                        idempotency_key=idempotency_key)
+    tasks = kafka_tasks()
+    submission = submit(tasks.actor("process_payment"), payment_schema.dump(payment), idempotency_key,
+                        store=tasks.store, idempotency_key=idempotency_key)
     return accepted(submission.task_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import url_for
 from flask_smorest import abort
 
+from tasks.lifecycle import Status, shown
 from tasks.schemas import TaskStatusSchema
 
 from . import errors
@@ -16,9 +17,6 @@ from .extension import kafka_tasks
 from .parsing import Blueprint
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Task statuses.")
-
-#: Statuses the caller sees differently: a task being sent is, to the caller, already queued.
-SHOWN_AS = {"submitting": "queued"}
 
 #: The OpenAPI description of the ``Location`` header of an accepted task.
 LOCATION_HEADER = {"Location": {"description": "The task's status URL.", "schema": {"type": "string"}}}
@@ -41,6 +39,6 @@ def get_task(task_id: str):
         issued = tasks.store.task_ids.issued(task_id, tasks.broker.get_declared_actors())
         if issued is None:
             abort(404, message=f"No task {task_id}.")
-        return {"taskId": task_id, "kind": issued.kind, "status": "queued", "result": None, "error": None,
+        return {"taskId": task_id, "kind": issued.kind, "status": Status.QUEUED.value, "result": None, "error": None,
                 "createdAt": issued.created_at, "updatedAt": issued.created_at}
-    return {**task, "status": SHOWN_AS.get(task["status"], task["status"])}
+    return {**task, "status": shown(task["status"])}

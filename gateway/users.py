@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from flask import current_app
 from flask_smorest import abort
 
-from tasks.auth import get_user
 from tasks.schemas import MAX_USER_ID, UserSchema
 
 from . import errors
@@ -21,8 +19,9 @@ def get(user_id: int):
     """Returns a user, as the auth service answers within ``USER_LOOKUP_TIMEOUT_MS``."""
     user = None
     if user_id <= MAX_USER_ID:
-        user = get_user.send(user_id).get_result(
-            backend=kafka_tasks().backend, block=True, timeout=current_app.config["USER_LOOKUP_TIMEOUT_MS"])
+        tasks = kafka_tasks()
+        user = tasks.actor("get_user").send(user_id).get_result(
+            backend=tasks.backend, block=True, timeout=tasks.config.user_lookup_timeout_ms)
     if user is None:
         abort(404, message=f"No user {user_id}.")
     return user

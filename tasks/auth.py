@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 
-import dramatiq
-
-from .app import broker
+from .app import actors, current_system
 from .errors import EmailAlreadyRegistered, PermanentFailure
 from .schemas import SignUpSchema, current_task_id, load
-from .store import EmailTaken, get_store
+from .store import EmailTaken
 
 logger = logging.getLogger(__name__)
 
 QUEUE = "auth"
 
 
-@dramatiq.actor(queue_name=QUEUE, broker=broker, max_retries=10, throws=(PermanentFailure,), track_status=True)
+@actors.actor(queue_name=QUEUE, max_retries=10, throws=(PermanentFailure,), track_status=True)
 def create_user(payload: dict) -> dict:
     """Stores a user.  A redelivered message returns the user it created; another sign-up with the
     same email fails for good with "email already registered".
@@ -24,14 +22,14 @@ def create_user(payload: dict) -> dict:
     data = load(SignUpSchema(), payload, "sign-up")
     task_id = current_task_id()
     try:
-        user = get_store().create_user(name=data["name"], email=data["email"], task_id=task_id)
+        user = current_system().store.create_user(name=data["name"], email=data["email"], task_id=task_id)
     except EmailTaken:
         raise EmailAlreadyRegistered() from None
     logger.info("created user %s <%s>", user["id"], user["email"])
     return user
 
 
-@dramatiq.actor(queue_name=QUEUE, broker=broker, store_results=True, max_retries=0, priority=0)
+@actors.actor(queue_name=QUEUE, store_results=True, max_retries=0, priority=0)
 def get_user(user_id: int) -> dict | None:
     """Returns the user with this id, or ``None``."""
-    return get_store().get_user(int(user_id))
+    return current_system().store.get_user(int(user_id))

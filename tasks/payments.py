@@ -5,31 +5,23 @@ the user.
 from __future__ import annotations
 
 import logging
-import os
 
-import dramatiq
 from dramatiq.results import ResultTimeout
 
-from .app import backend, broker
+from .app import actors, current_system
 from .auth import get_user
 from .errors import PaymentKeyConflict, PermanentFailure, UnknownUser, UserLookupTimedOut
 from .schemas import PaymentKeySchema, PaymentSchema, current_task_id, load
-from .store import TaskKeyMismatch, get_store
+from .store import TaskKeyMismatch
 
 logger = logging.getLogger(__name__)
 
 QUEUE = "payments"
 
-#: How long a payment waits for the auth service before it is retried (ms).
-GET_USER_TIMEOUT_MS = int(os.environ.get("GET_USER_TIMEOUT_MS", "5000"))
 
-#: Backoff of payment retries (ms); the auth service may be restarting.
-MIN_BACKOFF_MS = int(os.environ.get("PAYMENTS_MIN_BACKOFF_MS", "1000"))
-MAX_BACKOFF_MS = int(os.environ.get("PAYMENTS_MAX_BACKOFF_MS", "60000"))
-
-
-@dramatiq.actor(queue_name=QUEUE, broker=broker, max_retries=20, min_backoff=MIN_BACKOFF_MS,
-                max_backoff=MAX_BACKOFF_MS, throws=(PermanentFailure,), track_status=True)
+# The backoff of its retries (the auth service may be restarting) is the configuration's
+# PAYMENTS_MIN_BACKOFF_MS and PAYMENTS_MAX_BACKOFF_MS, set when build_broker binds it.
+@actors.actor(queue_name=QUEUE, max_retries=20, throws=(PermanentFailure,), track_status=True)
 def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
     """Records a payment exactly once per idempotency key, or once per message when none is given.
 
@@ -39,14 +31,17 @@ def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
     data = load(PaymentSchema(), payload, "payment")
     load(PaymentKeySchema(), {"idempotency_key": idempotency_key}, "idempotency key")
     task_id = current_task_id()
+    running = current_system()
+    timeout = running.config.get_user_timeout_ms
     try:
-        user = get_user.send(data["userId"]).get_result(backend=backend, block=True, timeout=GET_USER_TIMEOUT_MS)
+        lookup = running.actor(get_user).send(data["userId"])
+        user = lookup.get_result(backend=running.backend, block=True, timeout=timeout)
     except ResultTimeout:
-        raise UserLookupTimedOut(f"the auth service did not answer within {GET_USER_TIMEOUT_MS} ms") from None
+        raise UserLookupTimedOut(f"the auth service did not answer within {timeout} ms") from None
     if user is None:
         raise UnknownUser(data["userId"])
     try:
-        payment, recorded = get_store().record_payment(
+        payment, recorded = running.store.record_payment(
             idempotency_key=idempotency_key, user_id=data["userId"], amount=data["amount"],
             currency=data["currency"], task_id=task_id,
         )

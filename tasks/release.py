@@ -11,16 +11,23 @@ import logging
 logger = logging.getLogger("kafka_tasks.release")
 
 
-def release() -> int:
-    """Creates the schema and the topics.  Returns the exit status."""
-    from . import auth, payments  # noqa: F401 - declare the queues
-    from .app import backend, broker
-    from .store import get_store
+def release(config=None) -> int:
+    """Creates the schema and the topics.  Returns the exit status.
 
-    store = get_store()
-    store.create_schema()
-    print(f"database schema ready ({store.engine.url.render_as_string(hide_password=True)})", flush=True)
-    if hasattr(broker, "ensure_topics"):
-        created = broker.ensure_topics() + backend.ensure_topic()
-        print(f"kafka topics ready ({len(created)} created)", flush=True)
+    Parameters:
+      config(Config): The configuration; by default read from the environment.
+    """
+    from .app import build_system
+
+    built = build_system(config)
+    broker, backend, store = built.broker, built.backend, built.store
+    try:
+        store.create_schema()
+        print(f"database schema ready ({store.engine.url.render_as_string(hide_password=True)})", flush=True)
+        if hasattr(broker, "ensure_topics"):
+            created = broker.ensure_topics() + backend.ensure_topic()
+            print(f"kafka topics ready ({len(created)} created)", flush=True)
+    finally:
+        broker.close()
+        store.engine.dispose()
     return 0

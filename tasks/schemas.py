@@ -13,6 +13,7 @@ from dramatiq.middleware import CurrentMessage
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
 from .errors import InvalidPayload
+from .lifecycle import PUBLIC
 
 #: The largest payment accepted, in the payment's currency.
 MAX_AMOUNT = Decimal("1000000")
@@ -166,8 +167,7 @@ class TaskStatusSchema(Schema):
 
     taskId = fields.String(required=True)
     kind = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(
-        ["queued", "running", "retrying", "succeeded", "failed", "dead"]))
+    status = fields.String(required=True, validate=validate.OneOf(PUBLIC))
     result = fields.Raw(allow_none=True)
     error = fields.String(allow_none=True)
     createdAt = fields.DateTime(required=True)

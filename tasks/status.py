@@ -24,11 +24,9 @@ from dramatiq.middleware import SkipMessage
 from broker.dlq import REPLAYED_OPTION
 
 from .errors import PermanentFailure
-from .store import get_store
+from .lifecycle import SETTLED_FAILURES, Status
+from .store import Store
 from .taskids import from_millis
-
-#: Statuses a redelivery does not change (see the module's docstring).
-SETTLED_FAILURES = frozenset({"failed", "dead"})
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +49,14 @@ def _made_at(message) -> dt.datetime | None:
 
 
 class TaskStatus(dramatiq.Middleware):
-    """Records the status of tracked actors' messages in the store."""
+    """Records the status of tracked actors' messages in the store.
+
+    Parameters:
+      store(Store): Where statuses are kept.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     @property
     def actor_options(self):
@@ -63,11 +68,11 @@ class TaskStatus(dramatiq.Middleware):
         except dramatiq.errors.ActorNotFound:
             return False
 
-    def _set(self, broker, message, status: str, **fields) -> None:
+    def _set(self, broker, message, status: Status, **fields) -> None:
         if not self._tracked(broker, message):
             return
         try:
-            get_store().set_status(message.message_id, message.actor_name, status, created_at=_made_at(message),
+            self.store.set_status(message.message_id, message.actor_name, status, created_at=_made_at(message),
                                    **fields)
         except Exception:
             # A status is a courtesy to the caller; it must never fail the task itself.
@@ -80,12 +85,12 @@ class TaskStatus(dramatiq.Middleware):
         if settled is not None:
             logger.info("Task %s already %s; its redelivery is skipped.", message.message_id, settled)
             raise SkipMessage(f"task {message.message_id} already {settled}")
-        self._set(broker, message, "running")
+        self._set(broker, message, Status.RUNNING)
 
     def _settled_failure(self, message) -> str | None:
         """Returns the task's status if it failed for good or died, else ``None``."""
         try:
-            task = get_store().get_task(message.message_id)
+            task = self.store.get_task(message.message_id)
         except Exception:
             logger.exception("Could not read the status of task %s; running it.", message.message_id)
             return None
@@ -93,11 +98,11 @@ class TaskStatus(dramatiq.Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is None:
-            self._set(broker, message, "succeeded", result=result)
+            self._set(broker, message, Status.SUCCEEDED, result=result)
         elif not message.failed:
-            self._set(broker, message, "retrying", error=describe(exception))
+            self._set(broker, message, Status.RETRYING, error=describe(exception))
 
     def after_nack(self, broker, message):
         exception = getattr(message, "_exception", None)
-        status = "failed" if isinstance(exception, PermanentFailure) else "dead"
+        status = Status.FAILED if isinstance(exception, PermanentFailure) else Status.DEAD
         self._set(broker, message, status, error=describe(exception) or "rejected")

@@ -13,24 +13,21 @@ import datetime as dt
 import functools
 import itertools
 import json
-import os
 import secrets
 import threading
 from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, and_, create_engine, event, text,
+    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, or_, text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .groupcommit import GroupCommit
+from .lifecycle import FINAL, Status, sources
 from .taskids import TaskIds
-
-#: The SQLite file used when ``DATABASE_URL`` is not set.
-DEFAULT_SQLITE_PATH = Path("var") / "kafka-tasks.db"
 
 #: How long a writer waits for SQLite's lock held by another process (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -131,28 +128,31 @@ _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 class _TaskWrites:
     """The task table's frequent upserts, built once per store: building a statement costs more
-    than running it.  Each takes the whole row as parameters.
+    than running it.  Each takes the whole row as parameters, and writes over a row only where the
+    lifecycle allows the new status to follow the stored one (:data:`tasks.lifecycle.ALLOWED`).
     """
 
     def __init__(self, insert) -> None:
         row = insert(_tasks)
-        #: Submitted: new, or ``submitting`` becomes ``queued``; a worker's status stays.
+        #: Submitted: new, or ``submitting`` becomes ``queued``.
         self.queued = row.on_conflict_do_update(
             index_elements=[_tasks.c.id], set_={"status": row.excluded.status, "updated_at": row.excluded.updated_at},
-            where=_tasks.c.status == "submitting",
+            where=_may_become(Status.QUEUED),
         )
         moved = {name: row.excluded[name] for name in ("status", "result", "error", "updated_at")}
-        #: A final status replaces any other but success: a redelivery of a task that succeeded
-        #: (its offset was not committed yet) may fail, yet the task's effect is there.  A dead or
-        #: failed task replayed from its dead-letter topic may still succeed.
+        #: Every end (succeeded, failed, dead) may follow the same statuses.
         self.finished = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
-                                                  where=_tasks.c.status != "succeeded")
-        #: A status on the way (running, retrying) replaces any but a final one.
+                                                  where=_may_become(Status.SUCCEEDED))
+        #: Both statuses on the way (running, retrying) may follow the same statuses.
         self.progressed = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
-                                                    # Not NOT IN: its "expanding" parameter cannot go into
-                                                    # an executemany, and group commit batches these.
-                                                    where=and_(*(_tasks.c.status != status
-                                                                 for status in sorted(FINAL_STATUSES))))
+                                                    where=_may_become(Status.RUNNING))
+
+
+def _may_become(status: Status):
+    """The condition on a stored row under which ``status`` may be written over it.  Written as
+    ORs, not IN: an IN's "expanding" parameter cannot go into an executemany, which group commit uses.
+    """
+    return or_(*(_tasks.c.status == old.value for old in sorted(sources(status), key=lambda s: s.value)))
 
 
 class EmailTaken(Exception):
@@ -161,17 +161,6 @@ class EmailTaken(Exception):
 
 class TaskKeyMismatch(Exception):
     """This task already recorded a payment under another idempotency key."""
-
-
-def database_url(environ=os.environ) -> str:
-    """Returns the SQLAlchemy URL: ``DATABASE_URL`` (Heroku's ``postgres://`` accepted) or SQLite."""
-    url = environ.get("DATABASE_URL")
-    if not url:
-        return f"sqlite:///{DEFAULT_SQLITE_PATH}"
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
 
 
 def make_engine(url: str) -> Engine:
@@ -197,11 +186,11 @@ class Store:
     """The application's data, behind one engine.
 
     Parameters:
-      url(str): A SQLAlchemy URL; by default from ``DATABASE_URL``.
+      url(str): A SQLAlchemy URL of SQLite or PostgreSQL (``Config.database_url``).
     """
 
-    def __init__(self, url: str | None = None) -> None:
-        self.url = url or database_url()
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.engine = make_engine(self.url)
         #: SQLite takes one writer at a time.  This process's threads queue for it on a lock, in
         #: turn, instead of in SQLite's busy handler, which sleeps up to 100 ms between attempts
@@ -313,7 +302,7 @@ class Store:
         with self._writing() as connection:
             task, _ = self._insert_once(
                 connection, _tasks, "id" if idempotency_key is None else "idempotency_key",
-                {"id": task_id, "kind": kind, "status": "submitting", "idempotency_key": idempotency_key,
+                {"id": task_id, "kind": kind, "status": Status.SUBMITTING.value, "idempotency_key": idempotency_key,
                  "request_fingerprint": request_fingerprint,
                  "created_at": now, "updated_at": now},
             )
@@ -326,7 +315,7 @@ class Store:
         with self._writing() as connection:
             claimed = connection.execute(
                 _tasks.update()
-                .where(_tasks.c.id == task_id, _tasks.c.status == "submitting",
+                .where(_tasks.c.id == task_id, _tasks.c.status == Status.SUBMITTING.value,
                        _tasks.c.updated_at < abandoned_before)
                 .values(updated_at=_utcnow())
             )
@@ -358,15 +347,15 @@ class Store:
         ``queued``; a task a worker already moved on keeps its status.
         """
         now = _utcnow()
-        self._upsert((self._writes.queued, {"id": task_id, "kind": kind, "status": "queued",
+        self._upsert((self._writes.queued, {"id": task_id, "kind": kind, "status": Status.QUEUED.value,
                                             "created_at": now, "updated_at": now}))
 
     def forget_task(self, task_id: str) -> None:
         """Removes a task that never reached Kafka."""
         with self._writing() as connection:
-            connection.execute(_tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == "submitting"))
+            connection.execute(_tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == Status.SUBMITTING.value))
 
-    def set_status(self, task_id: str, kind: str, status: str, *, result=None, error: str | None = None,
+    def set_status(self, task_id: str, kind: str, status: Status | str, *, result=None, error: str | None = None,
                    created_at: dt.datetime | None = None) -> None:
         """Moves a task to a status, creating its row if it has none yet: one write.
 
@@ -378,9 +367,10 @@ class Store:
             by default).
         """
         now = _utcnow()
-        statement = self._writes.finished if status in FINAL_STATUSES else self._writes.progressed
+        status = Status(status)
+        statement = self._writes.finished if status in FINAL else self._writes.progressed
         result = json.loads(json.dumps(result, default=str)) if result is not None else None
-        self._upsert((statement, {"id": task_id, "kind": kind, "status": status, "result": result,
+        self._upsert((statement, {"id": task_id, "kind": kind, "status": status.value, "result": result,
                                   "error": error, "created_at": created_at or now, "updated_at": now}))
 
     @functools.cached_property
@@ -401,19 +391,3 @@ class Store:
             return _INSERTS[self.engine.dialect.name](table)
         except KeyError:
             raise RuntimeError(f"unsupported database {self.engine.dialect.name!r}: use SQLite or PostgreSQL") from None
-
-
-#: Statuses after which a task is over.
-FINAL_STATUSES = frozenset({"succeeded", "failed", "dead"})
-
-_stores: dict[tuple[int, str], Store] = {}
-_lock = threading.Lock()
-
-
-def get_store() -> Store:
-    """Returns this process's store for ``DATABASE_URL`` (engines are not shared across forks)."""
-    key = (os.getpid(), database_url())
-    with _lock:
-        if key not in _stores:
-            _stores[key] = Store(key[1])
-        return _stores[key]

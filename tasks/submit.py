@@ -18,7 +18,8 @@ from datetime import datetime, timedelta, timezone
 
 import dramatiq
 
-from .store import get_store
+from .lifecycle import Status
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,12 @@ class Submission:
     created: bool
 
 
-def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> Submission:
+def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | None = None) -> Submission:
     """Sends ``actor(*args)`` as a task with a signed id, once Kafka can take it.
+
+    Parameters:
+      actor(Actor): The actor, as declared on the broker to send through.
+      store(Store): Where the task's key is recorded, and whose key signs its id.
 
     Raises:
       KeyReused: If this key was used before for a request with other arguments.
@@ -58,7 +63,6 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
       Exception: Whatever the broker raised when Kafka did not acknowledge the message
         (``broker.DeliveryFailed`` on Kafka).
     """
-    store = get_store()
     message = actor.message(*args)
     message = message.copy(message_id=store.task_ids.new(actor.actor_name, millis=message.message_timestamp))
     taken_over = False
@@ -69,7 +73,7 @@ def submit(actor: dramatiq.Actor, *args, idempotency_key: str | None = None) -> 
         if task["taskId"] != message.message_id:
             if task["requestFingerprint"] not in (None, asked):
                 raise KeyReused(task["taskId"])
-            if task["status"] != "submitting":
+            if task["status"] != Status.SUBMITTING:
                 return Submission(task["taskId"], created=False)
             abandoned_before = datetime.now(timezone.utc) - ABANDONED_AFTER
             if not store.take_over(task["taskId"], abandoned_before=abandoned_before):

@@ -1,9 +1,13 @@
-"""Shared fixtures: a real Apache Kafka broker for the whole test session."""
+"""Shared fixtures: a real Apache Kafka broker for the whole test session, and the reference
+system on Dramatiq's StubBroker for actor and gateway logic.
+
+Every test that uses the ``kafka`` fixture (directly or through another fixture) carries the
+``kafka`` marker, so ``pytest -m "not kafka"`` runs the unit tests alone.
+"""
 
 from __future__ import annotations
 
 import os
-
 import shutil
 import subprocess
 import sys
@@ -16,14 +20,6 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from broker import devkafka
-
-# Actor logic runs on Dramatiq's StubBroker in this process (conftest is imported before any test
-# module imports tasks); processes that tests start for Kafka set KAFKA_TASKS_BROKER=kafka
-# themselves.  Short waits keep retry tests quick.
-os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")
-os.environ.setdefault("GET_USER_TIMEOUT_MS", "500")
-os.environ.setdefault("PAYMENTS_MIN_BACKOFF_MS", "100")
-os.environ.setdefault("PAYMENTS_MAX_BACKOFF_MS", "300")
 
 #: How long the session broker may take to start before the tests that need it fail.
 KAFKA_START_TIMEOUT = 120
@@ -106,6 +102,26 @@ def kafka():
 
 
 @pytest.fixture
+def kafka_launcher():
+    """:func:`launch_kafka` for a test that runs a Kafka of its own; what it launched is stopped after it."""
+    launched: list[subprocess.Popen] = []
+
+    def launch(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+        process, line = launch_kafka(*args, env=env)
+        launched.append(process)
+        return process, line
+
+    yield launch
+    for process in launched:
+        if process.poll() is None:
+            stop_kafka(process)
+
+
+#: The fixtures that give a test a real Kafka: such a test carries the ``kafka`` marker.
+KAFKA_FIXTURES = frozenset({"kafka", "kafka_launcher"})
+
+
+@pytest.fixture
 def topic_name() -> str:
     """A topic name no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
@@ -146,14 +162,6 @@ def services(kafka, tmp_path):
 
     with Services(kafka, tmp_path) as services:
         yield services
-
-
-@pytest.fixture
-def sqlite_url(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite database for the test, made the process's ``DATABASE_URL``."""
-    url = f"sqlite:///{tmp_path / 'kafka-tasks.db'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    return url
 
 
 def _postgres_bin() -> Path | None:
@@ -198,7 +206,46 @@ def postgres_server():
         shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.fixture
+def stub_config(tmp_path):
+    """The reference system's configuration for actor and gateway logic: Dramatiq's StubBroker, a
+    fresh SQLite database, and short waits so that retry tests are quick."""
+    from tasks.config import Config
+
+    return Config(broker="stub", database_url=f"sqlite:///{tmp_path / 'kafka-tasks.db'}", get_user_timeout_ms=500,
+                  payments_min_backoff_ms=100, payments_max_backoff_ms=300, user_lookup_timeout_ms=2_000)
+
+
+@pytest.fixture
+def stub_system(stub_config):
+    """The reference system built on the StubBroker (``tasks.app.build_system``), with its schema,
+    as Dramatiq's global broker; closed after the test."""
+    import dramatiq
+
+    from tasks.app import build_system
+
+    built = build_system(stub_config)
+    dramatiq.set_broker(built.broker)
+    built.store.create_schema()
+    yield built
+    built.broker.close()
+    built.store.engine.dispose()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reliability-report", metavar="PATH", default=None,
+                     help="write the reliability scenarios' figures to PATH (make reliability writes docs/reliability.md)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if KAFKA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
 def pytest_sessionfinish(session, exitstatus):
     from tests import reliability
 
-    reliability.write()
+    path = session.config.getoption("--reliability-report")
+    if path:
+        reliability.write(Path(path))

@@ -1,8 +1,9 @@
 """Figures from the reliability scenarios (``pytest -m reliability``), written to docs/reliability.md.
 
-A scenario calls :func:`report` with what it measured.  At the end of a session that ran any
-reliability test, ``tests/conftest.py`` calls :func:`write`, which renders every figure of that
-session as one table per scenario.
+A scenario calls :func:`report` with what it measured.  At the end of a session run with
+``--reliability-report PATH`` (``make reliability`` passes ``docs/reliability.md``),
+``tests/conftest.py`` calls :func:`write`, which renders every figure of that session as one table
+per scenario.  A plain ``make test`` writes nothing, so it leaves the working tree as it was.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def report(scenario: str, figure: str, value) -> None:
     _figures.setdefault(scenario, []).append((figure, str(value)))
 
 
-def write() -> Path | None:
-    """Writes docs/reliability.md from this session's figures; does nothing if there are none."""
+def write(path: Path = REPORT) -> Path | None:
+    """Writes the report (docs/reliability.md) from this session's figures; does nothing if there are none."""
     if not _figures:
         return None
     lines = [
@@ -39,6 +40,6 @@ def write() -> Path | None:
         lines += [f"## {scenario}", "", "| figure | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in figures]
         lines.append("")
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines))
-    return REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from broker import PARTITION_KEY, KafkaBroker
 from tasks.store import Payment, Store, Task, User
+from tests.eventually import eventually
 from tests.processes import group_members
 from tests.system import ROOT, System, call, procfile
 
@@ -81,15 +82,18 @@ class Services(System):
         """
         started = time.monotonic()
         gone: dict[str, tuple[int | None, float]] = {}
-        while len(gone) < len(names):
+
+        def all_gone() -> bool:
             for name in names:
                 if name not in gone and self.processes[name].poll() is not None and not self.members(name):
                     gone[name] = (self.processes[name].returncode, time.monotonic() - started)
-            if time.monotonic() - started > timeout:
-                left = {name: self.members(name) for name in names if name not in gone}
-                pytest.fail(f"hung: processes {left} still alive {timeout}s after the signal\n"
-                            + "\n".join(self.log(name) for name in left), pytrace=False)
-            time.sleep(0.02)
+            return len(gone) == len(names)
+
+        def left() -> str:
+            alive = {name: self.members(name) for name in names if name not in gone}
+            return f"still alive: {alive}\n" + "\n".join(self.log(name) for name in alive)
+
+        eventually(all_gone, timeout=timeout, what="the processes to exit after the signal", progress=left)
         return gone
 
     def rss(self) -> dict[str, int]:
@@ -133,12 +137,12 @@ class Services(System):
     def wait_until(self, what: str, done, progress, *, timeout: float, logs=("payments",)) -> None:
         """Polls ``done()`` until it holds; fails after ``timeout`` seconds saying what hung and how
         far it got (``progress()``), with the tails of the given logs."""
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                tails = "\n".join(f"--- {name} ---\n{self.log(name)}" for name in logs)
-                pytest.fail(f"hung: {what} not reached within {timeout}s (got {progress()})\n{tails}", pytrace=False)
-            time.sleep(POLL)
+
+        def got() -> str:
+            tails = "\n".join(f"--- {name} ---\n{self.log(name)}" for name in logs)
+            return f"{progress()}\n{tails}"
+
+        eventually(done, timeout=timeout, interval=POLL, what=f"hung: {what}", progress=got)
 
     def stop(self) -> None:
         """Stops every process (SIGKILLing stragglers) and releases the database."""

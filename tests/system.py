@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from broker import devkafka
+from tests.eventually import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,15 +71,13 @@ class System:
             self.processes[name] = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=self.env,
                                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             try:
-                if call("GET", f"{self.base}/readyz")[0] == 200:
-                    return
+                return call("GET", f"{self.base}/readyz")[0] == 200
             except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the web process never became ready:\n{self.log('web')}")
+                return False
+
+        eventually(ready, timeout=60, interval=0.2, what="the web process to be ready", progress=lambda: self.log("web"))
 
     def __enter__(self):
         try:
@@ -95,14 +94,16 @@ class System:
         return (self.logs / f"{name}.log").read_text()[-3000:]
 
     def wait_for(self, task_id: str, *statuses: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        body = None
-        while time.monotonic() < deadline:
+        """Polls a task's status until it is one of ``statuses``, and returns the task."""
+        seen = []
+
+        def reached() -> dict | None:
             status, body, _ = call("GET", f"{self.base}/api/tasks/{task_id}")
-            if status == 200 and body["status"] in statuses:
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"task {task_id} stuck at {body}\nauth:\n{self.log('auth')}\npayments:\n{self.log('payments')}")
+            seen[:] = [body]
+            return body if status == 200 and body["status"] in statuses else None
+
+        return eventually(reached, timeout=timeout, interval=0.1, what=f"task {task_id} to reach {statuses}",
+                          progress=lambda: f"{seen}\nauth:\n{self.log('auth')}\npayments:\n{self.log('payments')}")
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -3,49 +3,47 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import dramatiq
 import pytest
 
 from broker.dlq import REPLAYED_OPTION
-from tasks.app import broker
 from tasks.auth import create_user, get_user
 from tasks.payments import process_payment
-from tasks.store import get_store
 from tasks.taskids import from_millis
+from tests.eventually import eventually
 
 
 @pytest.fixture
-def store(sqlite_url):
-    store = get_store()
-    store.create_schema()
-    broker.flush_all()
-    broker.dead_letters_by_queue.clear()
-    return store
+def store(stub_system):
+    return stub_system.store
 
 
-def run_workers(*queues: str, threads: int = 4) -> dramatiq.Worker:
+@pytest.fixture
+def broker(stub_system):
+    return stub_system.broker
+
+
+def run_workers(broker, *queues: str, threads: int = 4) -> dramatiq.Worker:
     worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=threads, worker_timeout=50)
     worker.start()
     return worker
 
 
 @pytest.fixture
-def workers(store):
-    worker = run_workers("auth", "payments")
+def workers(store, broker):
+    worker = run_workers(broker, "auth", "payments")
     yield
     worker.stop()
 
 
 def wait_for_status(store, task_id: str, *statuses: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached():
         task = store.get_task(task_id)
-        if task is not None and task["status"] in statuses:
-            return task
-        time.sleep(0.02)
-    raise AssertionError(f"task {task_id} never reached {statuses}: {store.get_task(task_id)}")
+        return task if task is not None and task["status"] in statuses else None
+
+    return eventually(reached, timeout=timeout, what=f"task {task_id} to reach {statuses}",
+                      progress=lambda: store.get_task(task_id))
 
 
 def sign_up(store, name="Ada", email="ada@example.com") -> dict:
@@ -59,7 +57,7 @@ def test_create_user_stores_the_user_and_succeeds(store, workers):
     assert store.get_user(task["result"]["id"]) == {"id": task["result"]["id"], "name": "Ada", "email": "ada@example.com"}
 
 
-def test_a_tasks_row_keeps_the_time_its_message_was_made(store, workers):
+def test_a_tasks_row_keeps_the_time_its_message_was_made(store, workers, broker):
     message = create_user.message({"name": "Ada", "email": "ada@example.com"})
     message = message.copy(message_timestamp=message.message_timestamp - 60_000)  # made a minute ago
 
@@ -70,7 +68,7 @@ def test_a_tasks_row_keeps_the_time_its_message_was_made(store, workers):
     assert task["updatedAt"] > task["createdAt"]
 
 
-def test_a_message_with_a_timestamp_no_date_holds_still_gets_its_status(store, workers):
+def test_a_message_with_a_timestamp_no_date_holds_still_gets_its_status(store, workers, broker):
     # Given a record produced by hand, stamped 3 billion years from now
     message = create_user.message({"name": "Ada", "email": "ada@example.com"}).copy(message_timestamp=10**20)
 
@@ -81,7 +79,7 @@ def test_a_message_with_a_timestamp_no_date_holds_still_gets_its_status(store, w
     assert task["createdAt"] <= task["updatedAt"]
 
 
-def test_a_redelivered_create_user_adds_no_second_user(store, workers):
+def test_a_redelivered_create_user_adds_no_second_user(store, workers, broker):
     message = create_user.message({"name": "Ada", "email": "ada@example.com"})
     broker.enqueue(message)
     broker.enqueue(message)  # the same message id, as after a crash
@@ -91,7 +89,7 @@ def test_a_redelivered_create_user_adds_no_second_user(store, workers):
     assert store.get_user(2) is None
 
 
-def test_a_second_sign_up_with_a_registered_email_fails_for_good(store, workers):
+def test_a_second_sign_up_with_a_registered_email_fails_for_good(store, workers, broker):
     sign_up(store)
     task = sign_up(store, name="Eve", email="ADA@example.com")
     assert (task["status"], task["error"]) == ("failed", "email already registered")
@@ -105,7 +103,7 @@ def test_an_invalid_sign_up_payload_fails_for_good(store, workers):
     assert "email" in task["error"]
 
 
-def test_a_task_id_longer_than_the_store_keeps_fails_for_good(store, workers):
+def test_a_task_id_longer_than_the_store_keeps_fails_for_good(store, workers, broker):
     message = create_user.message({"name": "Ada", "email": "ada@example.com"}).copy(message_id="x" * 65)
     broker.enqueue(message)
     broker.join("auth", fail_fast=False)
@@ -130,7 +128,7 @@ def test_a_payment_is_recorded_with_the_users_name(store, workers, caplog):
     assert "process payment for user Ada - amount: 12.50" in caplog.messages
 
 
-def test_a_redelivered_payment_is_recorded_once(store, workers):
+def test_a_redelivered_payment_is_recorded_once(store, workers, broker):
     user = sign_up(store)["result"]
     message = process_payment.message({"userId": user["id"], "amount": "5.00"}, "key-1")
     broker.enqueue(message)
@@ -149,7 +147,7 @@ def test_two_payments_with_the_same_idempotency_key_charge_once(store, workers):
     assert len(store.payments()) == 1
 
 
-def test_a_redelivered_payment_without_a_key_is_recorded_once(store, workers):
+def test_a_redelivered_payment_without_a_key_is_recorded_once(store, workers, broker):
     user = sign_up(store)["result"]
     message = process_payment.message({"userId": user["id"], "amount": "5.00"}, None)
     broker.enqueue(message)
@@ -181,7 +179,7 @@ def test_a_payment_with_an_invalid_key_fails_for_good(store, workers, key):
     assert store.payments() == []
 
 
-def test_a_payment_for_an_unknown_user_fails_for_good(store, workers):
+def test_a_payment_for_an_unknown_user_fails_for_good(store, workers, broker):
     message = process_payment.send({"userId": 99, "amount": "1.00"}, None)
     task = wait_for_status(store, message.message_id, "failed")
     assert task["error"] == "unknown user 99"
@@ -190,7 +188,7 @@ def test_a_payment_for_an_unknown_user_fails_for_good(store, workers):
     assert store.payments() == []
 
 
-def failed_payment_then_its_user(store):
+def failed_payment_then_its_user(store, broker):
     """A payment that failed for good (its user did not exist yet), and then that user."""
     message = process_payment.send({"userId": 1, "amount": "4.00"}, None)
     wait_for_status(store, message.message_id, "failed")
@@ -199,9 +197,9 @@ def failed_payment_then_its_user(store):
     return message
 
 
-def test_a_redelivery_of_a_payment_that_failed_for_good_is_skipped(store, workers):
+def test_a_redelivery_of_a_payment_that_failed_for_good_is_skipped(store, workers, broker):
     # Given a payment that failed for good, and then its user signing up
-    message = failed_payment_then_its_user(store)
+    message = failed_payment_then_its_user(store, broker)
     # When its message is delivered again (its worker stopped before committing it)
     broker.enqueue(message)
     broker.join("payments", fail_fast=False)
@@ -210,23 +208,23 @@ def test_a_redelivery_of_a_payment_that_failed_for_good_is_skipped(store, worker
     assert store.payments() == []
 
 
-def test_a_replay_of_a_payment_that_failed_for_good_runs_it_again(store, workers):
-    message = failed_payment_then_its_user(store)
+def test_a_replay_of_a_payment_that_failed_for_good_runs_it_again(store, workers, broker):
+    message = failed_payment_then_its_user(store, broker)
     broker.enqueue(message.copy(options={REPLAYED_OPTION: 1}))
     assert wait_for_status(store, message.message_id, "succeeded")["result"]["amount"] == "4.00"
     assert len(store.payments()) == 1
 
 
-def test_a_get_user_timeout_retries_the_payment_until_the_auth_worker_is_up(store):
+def test_a_get_user_timeout_retries_the_payment_until_the_auth_worker_is_up(store, broker):
     # Given a user, and a payments worker but no auth worker
     user = store.create_user(name="Ada", email="ada@example.com", task_id="setup")
-    payments = run_workers("payments")
+    payments = run_workers(broker, "payments")
     try:
         message = process_payment.send({"userId": user["id"], "amount": "3.00"}, None)
         task = wait_for_status(store, message.message_id, "retrying")
         assert "UserLookupTimedOut" in task["error"]
         # When the auth worker comes up
-        auth = run_workers("auth")
+        auth = run_workers(broker, "auth")
         try:
             # Then the payment goes through
             wait_for_status(store, message.message_id, "succeeded", timeout=20)
@@ -237,10 +235,10 @@ def test_a_get_user_timeout_retries_the_payment_until_the_auth_worker_is_up(stor
     assert len(store.payments()) == 1
 
 
-def test_every_payments_thread_waiting_on_get_user_does_not_deadlock(store):
+def test_every_payments_thread_waiting_on_get_user_does_not_deadlock(store, broker):
     user = store.create_user(name="Ada", email="ada@example.com", task_id="setup")
-    payments = run_workers("payments", threads=2)
-    auth = run_workers("auth", threads=2)
+    payments = run_workers(broker, "payments", threads=2)
+    auth = run_workers(broker, "auth", threads=2)
     try:
         messages = [process_payment.send({"userId": user["id"], "amount": f"{n}.00"}, None) for n in range(1, 9)]
         for message in messages:

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import SCENARIOS  # noqa: E402
+from tests.eventually import eventually  # noqa: E402
 from benchmarks.context import Context  # noqa: E402
 from benchmarks.rows import KEYS  # noqa: E402
 from benchmarks.services import Rabbitmq, Redis, ServiceUnavailable  # noqa: E402
@@ -47,7 +48,7 @@ def bench(kafka, tmp_path_factory):
             services.append(service)
         except (ServiceUnavailable, OSError) as e:
             errors[name] = str(e)
-    previous = dramatiq.get_broker()
+    previous = dramatiq.broker.global_broker  # get_broker() would make one up when none is set
     yield Context(bootstrap_servers=kafka, workdir=workdir, runs=1, smoke=True, urls=urls, errors=errors)
     dramatiq.set_broker(previous)
     for service in services:
@@ -151,9 +152,11 @@ def test_delete_topics_deletes_only_the_benchmarks_topics(bench):
 
     # Then only the run's topic is gone (the broker's metadata may take a moment to say so)
     assert deleted >= 1
-    deadline = time.monotonic() + 10
-    while ours in (topics := admin.list_topics(timeout=30).topics) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    def gone():
+        topics = admin.list_topics(timeout=30).topics
+        return topics if ours not in topics else None
+
+    topics = eventually(gone, timeout=10, interval=0.2, what=f"{ours} to be gone")
     assert ours not in topics
     assert theirs in topics
     admin.delete_topics([theirs])

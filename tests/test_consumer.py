@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import dramatiq
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, OffsetSpec, ResourceType
 from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
 from broker import DeliveryFailed, KafkaBroker
 from broker.consumer import DUE_FETCH_WAIT_MS, DelayConsumer, KafkaConsumer
 from broker.followups import FOLLOW_UPS
+from tests.eventually import eventually
 
 
 @pytest.fixture
@@ -31,13 +31,19 @@ def fill(broker: KafkaBroker, queue_name: str, count: int) -> None:
     ])
 
 
-def take(consumer, count: int, timeout: float = 30) -> list:
-    proxies, deadline = [], time.monotonic() + timeout
-    while len(proxies) < count and time.monotonic() < deadline:
+def take(consumer, count: int, timeout: float = 30, *, ack: bool = False) -> list:
+    """Takes ``count`` messages from a consumer (acking each, with ``ack``), failing if they don't come."""
+    proxies = []
+
+    def taken() -> bool:
         proxy = next(consumer)
         if proxy is not None:
             proxies.append(proxy)
-    assert len(proxies) == count, f"got {len(proxies)} of {count} messages"
+            if ack:
+                consumer.ack(proxy)
+        return len(proxies) >= count
+
+    eventually(taken, timeout=timeout, interval=0, what=f"{count} messages", progress=lambda: len(proxies))
     return proxies
 
 
@@ -186,13 +192,11 @@ def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None
     for future in broker.admin.incremental_alter_configs([resource]).values():
         future.result(10)
     # The change is committed before the broker applies it: wait until it describes it.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def applied() -> bool:
         [described] = broker.admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
-        if (described.result(10)["max.message.bytes"].value == "16") == refuse:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the broker did not apply max.message.bytes to {topic}")
+        return (described.result(10)["max.message.bytes"].value == "16") == refuse
+
+    eventually(applied, timeout=10, interval=0.05, what=f"the broker to apply max.message.bytes to {topic}")
 
 
 def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_partition_broker, queue_name,
@@ -296,13 +300,7 @@ def test_a_delay_partition_held_while_paused_for_backpressure_is_not_resumed_bef
         [first] = take(consumer, 1)
         pump(consumer)
         consumer.ack(first)
-        delivered = [first]
-        deadline = time.monotonic() + 20
-        while len(delivered) < 6 and time.monotonic() < deadline:
-            proxy = next(consumer)
-            if proxy is not None:
-                delivered.append(proxy)
-                consumer.ack(proxy)
+        delivered = [first, *take(consumer, 5, timeout=20, ack=True)]
         # Then every message comes once due, none dropped while the partition was held
         assert sorted(p.args[0] for p in delivered) == list(range(6))
     finally:
@@ -322,19 +320,26 @@ def test_a_partition_paused_when_it_left_is_not_paused_when_it_comes_back(kafka,
         pump(first)
         # When another consumer joins, takes one of them, and leaves, so that it comes back
         second = broker.consume(queue_name, prefetch=100, timeout=50)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (first._consumer.assignment() and second._consumer.assignment()):
+
+        def both_assigned() -> bool:
             next(first), next(second)
+            return bool(first._consumer.assignment() and second._consumer.assignment())
+
+        eventually(both_assigned, timeout=60, interval=0, what="both consumers to own a partition")
         assert len(first._consumer.assignment()) == len(second._consumer.assignment()) == 1
         second.close()
         # Then, once the first acks, every message reaches it, from both partitions
         first.ack(out)
-        seen, deadline = {out.message_id}, time.monotonic() + 60
-        while len(seen) < 20 and time.monotonic() < deadline:
+        seen = {out.message_id}
+
+        def all_seen() -> bool:
             proxy = next(first)
             if proxy is not None:
                 seen.add(proxy.message_id)
                 first.ack(proxy)
+            return len(seen) >= 20
+
+        eventually(all_seen, timeout=60, interval=0, what="all 20 messages", progress=lambda: len(seen))
         assert len(seen) == 20
     finally:
         first.close()
@@ -343,7 +348,7 @@ def test_a_partition_paused_when_it_left_is_not_paused_when_it_comes_back(kafka,
         broker.close()
 
 
-def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them(kafka, queue_name):
+def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them(kafka, queue_name, caplog):
     # Given a worker, and five delayed messages that fall due together
     broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=20, delivery_timeout_ms=2_000)
     runs = []
@@ -361,17 +366,26 @@ def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them
             due.send_with_options(args=(n,), delay=1_500)
         # When their queue refuses records while they fall due, so moving them there fails
         refuse_records(broker, queue_name)
-        time.sleep(7)  # due, refused, and the delay consumer restarted at least once
+        eventually(lambda: "Consumer encountered an unexpected error" in caplog.text, timeout=30,
+                   what="a move to be refused, and Dramatiq to restart the delay consumer")
         refuse_records(broker, queue_name, refuse=False)
         # Then, once Kafka takes them, each runs once: the restarted consumer reads them again, and
         # nothing the old one handed to Dramatiq's delay queue is moved a second time (it hands
         # out only due messages, each moved before the next is handed out)
         broker.join(queue_name, timeout=60_000)
-        time.sleep(1)
+        assert records_in(broker, queue_name) == 6
     finally:
         worker.stop()
         broker.close()
     assert sorted(runs) == [0, 1, 2, 3, 4, 5]
+
+
+def records_in(broker: KafkaBroker, topic: str) -> int:
+    """How many records a topic holds, over all its partitions."""
+    partitions = [TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = broker.admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
+    starts = broker.admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions})
+    return sum(ends[tp].result(10).offset - starts[tp].result(10).offset for tp in partitions)
 
 
 def test_a_commit_kafka_reports_failed_is_made_again(one_partition_broker, queue_name, handed_out):

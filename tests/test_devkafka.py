@@ -15,7 +15,8 @@ from confluent_kafka import AcknowledgeType, Consumer, Producer, ShareConsumer, 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from broker import devkafka
-from tests.conftest import launch_kafka, stop_kafka
+from tests.conftest import stop_kafka
+from tests.eventually import eventually
 
 
 def run_launcher(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -45,14 +46,19 @@ def consume(bootstrap: str, topic: str, group: str, count: int, *, commit: bool 
     })
     consumer.subscribe([topic])
     values = []
-    deadline = time.monotonic() + 60
-    while len(values) < count and time.monotonic() < deadline:
+
+    def consumed() -> bool:
         message = consumer.poll(0.5)
         if message is not None and message.error() is None:
             values.append(message.value())
             if commit:
                 consumer.commit(message, asynchronous=False)
-    consumer.close()
+        return len(values) >= count
+
+    try:
+        eventually(consumed, timeout=60, interval=0, what=f"{count} records of {topic}", progress=lambda: values)
+    finally:
+        consumer.close()
     return values
 
 
@@ -183,23 +189,26 @@ def test_share_consumer_receives_and_acknowledges(kafka, topic_name):
     })
     consumer.subscribe([topic_name])
     received = []
-    deadline = time.monotonic() + 60
-    while not received and time.monotonic() < deadline:
+
+    def delivered() -> bool:
         for message in consumer.poll(1.0) or []:
             if message.error() is None:
                 received.append((message.value(), message.delivery_count()))
                 consumer.acknowledge(message, AcknowledgeType.ACCEPT)
+        return bool(received)
+
+    eventually(delivered, timeout=60, interval=0, what="the record, through the share group")
     consumer.commit_sync()
     consumer.close()
     assert received == [(b"shared", 1)]
 
 
-def test_data_survives_broker_restart(tmp_path):
+def test_data_survives_broker_restart(tmp_path, kafka_launcher):
     # Given a broker with a persistent data folder and a record in a topic
     port = devkafka.free_port()
     bootstrap = f"127.0.0.1:{port}"
     data_dir = str(tmp_path / "kafka")
-    process, _ = launch_kafka("--port", str(port), "--data-dir", data_dir)
+    process, _ = kafka_launcher("--port", str(port), "--data-dir", data_dir)
     try:
         create_topic(bootstrap, "durable")
         produce(bootstrap, "durable", b"kept")
@@ -207,7 +216,7 @@ def test_data_survives_broker_restart(tmp_path):
         stop_kafka(process)
     assert process.returncode == 0
     # When the broker starts again on the same folder
-    process, _ = launch_kafka("--port", str(port), "--data-dir", data_dir)
+    process, _ = kafka_launcher("--port", str(port), "--data-dir", data_dir)
     try:
         # Then the record is still there
         assert consume(bootstrap, "durable", "after-restart", 1) == [b"kept"]

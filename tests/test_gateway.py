@@ -1,52 +1,42 @@
 """The HTTP gateway, on Dramatiq's StubBroker and a SQLite file per test."""
 
+import dataclasses
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
-os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")  # before gateway and tasks build the broker
+import dramatiq
+import pytest
+import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.results import ResultTimeout
 
-from datetime import datetime, timedelta, timezone  # noqa: E402
-
-import dramatiq  # noqa: E402
-import pytest  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-from dramatiq.brokers.stub import StubBroker  # noqa: E402
-from dramatiq.results import ResultTimeout  # noqa: E402
-
-import tasks.app  # noqa: E402
-from broker import DeliveryFailed  # noqa: E402
-from gateway import create_app  # noqa: E402
-from tasks.store import Store, Task, get_store  # noqa: E402
-from tasks.submit import ABANDONED_AFTER  # noqa: E402
+from broker import DeliveryFailed
+from gateway import create_app
+from tasks.store import Store, Task
+from tasks.submit import ABANDONED_AFTER
 
 SIGN_UP = {"name": "Ada Lovelace", "email": "Ada@Example.com"}
 PAYMENT = {"userId": 1, "amount": "10.50", "currency": "EUR"}
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(stub_system):
     """A fresh SQLite database with the schema, used by the gateway and the actors."""
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'gateway.db'}")
-    store = get_store()
-    store.create_schema()
-    yield store
-    store.engine.dispose()
+    return stub_system.store
 
 
 @pytest.fixture
-def broker():
-    """The StubBroker the gateway sends to, emptied around each test."""
-    broker = tasks.app.broker
-    assert isinstance(broker, StubBroker), "KAFKA_TASKS_BROKER must be 'stub' for these tests"
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
+def broker(stub_system):
+    """The StubBroker the gateway sends to."""
+    assert isinstance(stub_system.broker, StubBroker)
+    return stub_system.broker
 
 
 @pytest.fixture
-def app(store, broker):
-    return create_app({"TESTING": True, "USER_LOOKUP_TIMEOUT_MS": 2_000})
+def app(stub_config, store, broker):
+    return create_app(stub_config, broker=broker, store=store)
 
 
 @pytest.fixture
@@ -428,9 +418,10 @@ def test_sign_ups_write_nothing_to_the_database(client, store, broker, monkeypat
 
 # Users ------------------------------------------------------------------------------------------
 
-def test_user_lookup_timing_out_is_504(store, broker):
+def test_user_lookup_timing_out_is_504(stub_config, store, broker):
     # Given no worker answers, and a short lookup timeout
-    client = create_app({"TESTING": True, "USER_LOOKUP_TIMEOUT_MS": 100}).test_client()
+    config = dataclasses.replace(stub_config, user_lookup_timeout_ms=100)
+    client = create_app(config, broker=broker, store=store).test_client()
 
     # When a user is asked for
     response = client.get("/api/users/1")

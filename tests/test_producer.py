@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import broker.producer
 from broker.producer import Acknowledgements, DeliveryFailed, DurableProducer, Record, is_fatal
+from tests.eventually import eventually
 
 
 class Delivered:
@@ -189,7 +190,6 @@ def test_a_send_after_a_fatal_error_goes_through_a_new_client(failed_once, topic
 
 
 def test_a_client_reported_fatal_is_replaced_before_the_next_send(failed_once, first_client_fails_fatally):
-    deadline = time.monotonic() + 10
-    while first_client_fails_fatally.made < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: first_client_fails_fatally.made >= 2, timeout=10, what="a new client",
+               progress=lambda: first_client_fails_fatally.made)
     assert first_client_fails_fatally.made == 2

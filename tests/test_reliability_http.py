@@ -7,30 +7,29 @@ about 70 % of the gateway's measured capacity and watches errors, memory and con
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
 
-os.environ.setdefault("KAFKA_TASKS_BROKER", "stub")  # before gateway and tasks build the broker
-
-import json  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-
-import dramatiq  # noqa: E402
-import pytest  # noqa: E402
-import schemathesis  # noqa: E402
-from dramatiq.brokers.stub import StubBroker  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import (  # noqa: E402
+import dramatiq
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
 )
 
-import tasks.app  # noqa: E402
-from gateway import create_app  # noqa: E402
-from tasks.store import Store  # noqa: E402
-from tests.reliability import report  # noqa: E402
-from tests.services import Stream, consumer_lag, task_statuses  # noqa: E402
+from gateway import create_app
+from tasks.app import build_system
+from tasks.config import Config
+from tests.reliability import report
+from tests.services import Stream, consumer_lag, task_statuses
 
 pytestmark = pytest.mark.reliability
 
@@ -46,47 +45,46 @@ KNOWN_USERS = [("Ada", "ada@example.com"), ("Grace", "grace@example.com")]
 _tally: Counter = Counter()
 
 
-#: The gateway under test, built at import: schemathesis reads its OpenAPI document to generate the
-#: tests.  Building it touches no network and no database (both are used per request).
-GATEWAY = create_app({"USER_LOOKUP_TIMEOUT_MS": 1_000})
+#: Where the gateway under test keeps its SQLite database.
+DATABASE_FOLDER = Path(tempfile.mkdtemp(prefix="kafka-tasks-http-"))
+
+#: The gateway under test, on the StubBroker, built at import: schemathesis reads its OpenAPI
+#: document to generate the tests.  Building it touches no network and no database.
+SYSTEM = build_system(Config(broker="stub", database_url=f"sqlite:///{DATABASE_FOLDER / 'gateway.db'}",
+                             user_lookup_timeout_ms=1_000))
+GATEWAY = create_app(SYSTEM.config, broker=SYSTEM.broker, store=SYSTEM.store)
 
 
 @pytest.fixture(scope="module")
-def gateway_backends(tmp_path_factory):
-    """What the gateway talks to: the StubBroker (the test process has ``KAFKA_TASKS_BROKER=stub``)
-    with a worker that answers user lookups, and a fresh SQLite database with two users.
+def gateway_backends():
+    """What the gateway talks to: its StubBroker with a worker that answers user lookups, and its
+    fresh SQLite database with two users.
     """
-    broker = tasks.app.broker
-    assert isinstance(broker, StubBroker), "KAFKA_TASKS_BROKER must be 'stub' in the test process"
-    database_url = f"sqlite:///{tmp_path_factory.mktemp('http') / 'gateway.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DATABASE_URL", database_url)
-        store = Store(database_url)
-        store.create_schema()
-        for n, (name, email) in enumerate(KNOWN_USERS):
-            store.create_user(name=name, email=email, task_id=f"seed-{n}")
-        broker.flush_all()
-        worker = dramatiq.Worker(broker, queues={"auth"}, worker_threads=2)
-        worker.start()
-        try:
-            yield
-        finally:
-            worker.stop()
-            broker.flush_all()
-            store.engine.dispose()
-            statuses = Counter()
-            for (_, status), n in _tally.items():
-                statuses[status] += n
-            report("Bad HTTP input", "generated requests", sum(statuses.values()))
-            report("Bad HTTP input", "responses by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
-            report("Bad HTTP input", "5xx responses", sum(n for s, n in statuses.items() if s >= 500))
-            paths = GATEWAY.test_client().get("/api/openapi.json").get_json()["paths"]
-            operations = {f"{method.upper()} {path}" for path, item in paths.items() for method in item
-                          if method in ("get", "post", "put", "patch", "delete")}
-            untested = sorted(operations - {label for label, _ in _tally})
-            report("Bad HTTP input", "operations exercised",
-                   f"{len(operations) - len(untested)} of {len(operations)}"
-                   + (f" (not: {', '.join(untested)})" if untested else ""))
+    broker, store = SYSTEM.broker, SYSTEM.store
+    store.create_schema()
+    for n, (name, email) in enumerate(KNOWN_USERS):
+        store.create_user(name=name, email=email, task_id=f"seed-{n}")
+    worker = dramatiq.Worker(broker, queues={"auth"}, worker_threads=2)
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        store.engine.dispose()
+        shutil.rmtree(DATABASE_FOLDER, ignore_errors=True)
+        statuses = Counter()
+        for (_, status), n in _tally.items():
+            statuses[status] += n
+        report("Bad HTTP input", "generated requests", sum(statuses.values()))
+        report("Bad HTTP input", "responses by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
+        report("Bad HTTP input", "5xx responses", sum(n for s, n in statuses.items() if s >= 500))
+        paths = GATEWAY.test_client().get("/api/openapi.json").get_json()["paths"]
+        operations = {f"{method.upper()} {path}" for path, item in paths.items() for method in item
+                      if method in ("get", "post", "put", "patch", "delete")}
+        untested = sorted(operations - {label for label, _ in _tally})
+        report("Bad HTTP input", "operations exercised",
+               f"{len(operations) - len(untested)} of {len(operations)}"
+               + (f" (not: {', '.join(untested)})" if untested else ""))
 
 
 def documented_json_error(ctx, response, case) -> None:

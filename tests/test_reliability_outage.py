@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from broker import devkafka
-from tests.conftest import launch_kafka, stop_kafka
+from tests.conftest import stop_kafka
 from tests.reliability import report
 from tests.services import (
     Services,
@@ -40,14 +40,15 @@ CLIENTS, RATE = 4, 20
 class OwnKafka:
     """A ``kafka-tasks kafka`` of the test's own, on a persistent data folder, stoppable and restartable."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, launch) -> None:
+        self.launch = launch
         self.port = devkafka.free_port()
         self.data_dir = tmp_path / "kafka"
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self.process = None
 
     def start(self) -> None:
-        self.process, _ = launch_kafka("--port", str(self.port), "--data-dir", str(self.data_dir))
+        self.process, _ = self.launch("--port", str(self.port), "--data-dir", str(self.data_dir))
 
     def stop(self) -> None:
         if self.process is not None:
@@ -56,8 +57,8 @@ class OwnKafka:
 
 
 @pytest.fixture
-def own_kafka(tmp_path):
-    kafka = OwnKafka(tmp_path)
+def own_kafka(tmp_path, kafka_launcher):
+    kafka = OwnKafka(tmp_path, kafka_launcher)
     kafka.start()
     try:
         yield kafka

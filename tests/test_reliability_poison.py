@@ -16,6 +16,7 @@ from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import CurrentMessage
 
 from broker import DeadLetterInfo, KafkaBroker
+from tests.eventually import eventually
 from tests.reliability import report
 
 pytestmark = pytest.mark.reliability
@@ -44,13 +45,17 @@ def read_all(kafka: str, topic: str) -> list:
         ends = {p: watermarks(consumer, TopicPartition(topic, p)) for p in partitions}
         consumer.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low])
         wanted = sum(high - low for low, high in ends.values())
-        records, deadline = [], time.monotonic() + TIMEOUT
-        while len(records) < wanted:
-            if time.monotonic() > deadline:
-                pytest.fail(f"read {len(records)} of the {wanted} records of {topic} within {TIMEOUT}s", pytrace=False)
-            record = consumer.poll(0.2)
-            if record is not None and record.error() is None:
-                records.append(record)
+        records = []
+
+        def read() -> bool:
+            if len(records) < wanted:
+                record = consumer.poll(0.2)
+                if record is not None and record.error() is None:
+                    records.append(record)
+            return len(records) >= wanted
+
+        eventually(read, timeout=TIMEOUT, interval=0, what=f"the {wanted} records of {topic}",
+                   progress=lambda: len(records))
         return records
     finally:
         consumer.close()
@@ -58,14 +63,17 @@ def read_all(kafka: str, topic: str) -> list:
 
 def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
     """A partition's low and high offsets, once a topic created a moment ago has its leader."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
+    errors = []
+
+    def read() -> tuple[int, int] | None:
         try:
             return consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         except KafkaException as e:
-            if time.monotonic() > deadline:
-                pytest.fail(f"no offsets for {tp.topic} [{tp.partition}] within {TIMEOUT}s: {e}", pytrace=False)
-            time.sleep(0.1)
+            errors.append(e)
+            return None
+
+    return eventually(read, timeout=TIMEOUT, interval=0.1, what=f"the offsets of {tp.topic} [{tp.partition}]",
+                      progress=lambda: errors[-1:])
 
 
 def dlq_command(kafka: str, queue_name: str, *args: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker import DeliveryFailed, KafkaSettings, devkafka
 from broker.producer import DurableProducer, Record
-from tests.conftest import launch_kafka
 from tests.reliability import report
 from tests.system import ROOT, System, call, procfile
 
@@ -125,7 +124,7 @@ def refused_send(settings: KafkaSettings, topic: str) -> tuple[str, float]:
 
 # The scenario --------------------------------------------------------------------------------
 
-def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd):
+def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd, kafka_launcher):
     # Given a CA, a broker certificate and a client certificate, and a client of another CA
     authority, stranger = Authority("kafka-tasks test CA"), Authority("another CA")
     broker_cert, broker_key = authority.issue("kafka broker", server=True)
@@ -141,7 +140,7 @@ def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd):
     port, ssl_port = devkafka.free_port(), devkafka.free_port()
     data_dir = tmp_path / "kafka"
     started = time.monotonic()
-    process, ready = launch_kafka("--port", str(port), "--data-dir", str(data_dir),
+    process, ready = kafka_launcher("--port", str(port), "--data-dir", str(data_dir),
                                   "--ssl-dir", str(ssl_dir), "--ssl-port", str(ssl_port))
     broker_start = time.monotonic() - started
     launcher_output = ready

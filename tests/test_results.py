@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from dramatiq.results import ResultFailure, ResultMissing, Results, ResultTimeout
 
 from broker import REPLY_PARTITION, KafkaBroker, KafkaResultBackend, ReplyRouting
+from tests.eventually import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,41 +77,55 @@ def results_under_key(kafka, topic: str, key: str) -> int:
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        ended, count, deadline = set(), 0, time.monotonic() + 30
-        while len(ended) < len(partitions) and time.monotonic() < deadline:
+        ended, counted = set(), []
+
+        def read_to_end() -> bool:
             record = consumer.poll(0.5)
-            if record is None:
-                continue
-            if record.error():
+            if record is not None and record.error():
                 if record.error().code() == KafkaError._PARTITION_EOF:
                     ended.add(record.partition())
-                continue
-            count += record.key() == key.encode()
-        assert len(ended) == len(partitions), "the results topic was not read to its end"
-        return count
+            elif record is not None and record.key() == key.encode():
+                counted.append(record)
+            return len(ended) == len(partitions)
+
+        eventually(read_to_end, timeout=30, interval=0, what=f"the end of every partition of {topic}",
+                   progress=lambda: sorted(ended))
+        return len(counted)
     finally:
         consumer.close()
 
 
+class AfterNacks(dramatiq.Middleware):
+    """Placed first, so that its ``after_nack`` runs after every other middleware's."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def after_nack(self, broker, message):
+        self.seen.append(message.message_id)
+
+
 def test_a_failure_is_stored_once(kafka, setup, results_topic):
-    _, backend, get_user = setup
+    broker, backend, get_user = setup
+    last = AfterNacks()
+    broker.add_middleware(last, before=type(broker.middleware[0]))
     message = get_user.send(-2)
     with pytest.raises(ResultFailure):
         message.get_result(backend=backend, block=True, timeout=10_000)
-    time.sleep(1)  # what the Results middleware would store after the nack comes right after it
+    # What the Results middleware would store after the nack comes in its after_nack
+    eventually(lambda: message.message_id in last.seen, what="every after_nack hook of the failed message")
     assert results_under_key(kafka, results_topic, backend.build_message_key(message)) == 1
 
 
-def test_a_failure_kafka_refuses_holds_its_message_until_it_is_stored(setup, queue_name, results_topic):
+def test_a_failure_kafka_refuses_holds_its_message_until_it_is_stored(setup, queue_name, results_topic, caplog):
     from tests.test_broker import committed
     from tests.test_consumer import refuse_records
 
     broker, backend, get_user = setup
 
     def done_once(count: int) -> bool:
-        deadline = time.monotonic() + 10
-        while sum(committed(broker, queue_name, queue_name).values()) < count and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: sum(committed(broker, queue_name, queue_name).values()) >= count, timeout=10,
+                   interval=0.1, what=f"{count} messages committed")
         return sum(committed(broker, queue_name, queue_name).values()) == count
 
     get_user.send(1).get_result(backend=backend, block=True, timeout=10_000)  # creates the topics
@@ -119,7 +134,8 @@ def test_a_failure_kafka_refuses_holds_its_message_until_it_is_stored(setup, que
     refuse_records(broker, results_topic)
     # When a message fails for good
     message = get_user.send(-3)
-    time.sleep(3)
+    eventually(lambda: "Failed to post_process_message" in caplog.text, timeout=30,
+               what="the failed message's nack to be refused and tried again")
     # Then it is not done while its failure is not stored
     assert sum(committed(broker, queue_name, queue_name).values()) == 1
     with pytest.raises(ResultMissing):

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text, update
 
-from tasks.store import EmailTaken, Store, Task, TaskKeyMismatch, database_url
+from tasks.store import EmailTaken, Store, Task, TaskKeyMismatch
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,14 +24,6 @@ def store(request, tmp_path):
     store.create_schema()
     yield store
     store.engine.dispose()
-
-
-def test_database_url_defaults_to_sqlite_under_var():
-    assert database_url({}) == "sqlite:///var/kafka-tasks.db"
-
-
-def test_database_url_accepts_herokus_postgres_form():
-    assert database_url({"DATABASE_URL": "postgres://u:p@h:5432/d"}) == "postgresql+psycopg://u:p@h:5432/d"
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):
