@@ -8,7 +8,15 @@ scenario for about a second, which is what ``tests/test_benchmarks.py`` does.
 """
 
 #: The scenarios, in the order the report lists them.  Each name is a module of this package.
-SCENARIOS = ("worker_throughput", "enqueue", "latency", "request_response", "http_signup", "delays", "scaling",
-             "profiles")
+SCENARIOS = (
+    "worker_throughput",
+    "enqueue",
+    "latency",
+    "request_response",
+    "http_signup",
+    "delays",
+    "scaling",
+    "profiles",
+)
 
 __all__ = ["SCENARIOS"]

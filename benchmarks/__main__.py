@@ -44,8 +44,11 @@ def run_scenario(name: str, ctx: Context) -> list[dict]:
 def print_rows(rows: list[dict]) -> None:
     for r in rows:
         if r["status"] == "ok":
-            print(f"  {r['case']:<28} {r['system']:<32} {r['metric']:<14} {r['median']:>12,.2f} {r['unit']}"
-                  f"  [{r['min']:,.2f} .. {r['max']:,.2f}]  {r['note']}", flush=True)
+            print(
+                f"  {r['case']:<28} {r['system']:<32} {r['metric']:<14} {r['median']:>12,.2f} {r['unit']}"
+                f"  [{r['min']:,.2f} .. {r['max']:,.2f}]  {r['note']}",
+                flush=True,
+            )
         else:
             print(f"  {r['case']:<28} {r['system']:<32} unavailable: {r['note']}", flush=True)
 
@@ -54,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="run each scenario for about a second")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default: 3)")
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, metavar="NAME",
-                        help=f"run only these scenarios: {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--only", nargs="+", choices=SCENARIOS, metavar="NAME", help=f"run only these scenarios: {', '.join(SCENARIOS)}"
+    )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from var/benchmarks.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -70,19 +74,33 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(SCENARIOS)
     started = time.monotonic()
     with Services() as services:
-        print(f"Kafka at {services.urls['kafka']}; "
-              + "; ".join(f"{name}: {services.urls.get(name) or services.errors.get(name)}" for name in ("redis", "rabbitmq")),
-              flush=True)
-        ctx = Context(bootstrap_servers=services.urls["kafka"], workdir=services.workdir, runs=args.runs,
-                      smoke=args.smoke, urls=dict(services.urls), errors=dict(services.errors),
-                      kafka_pid=services.kafka.pid)
+        print(
+            f"Kafka at {services.urls['kafka']}; "
+            + "; ".join(
+                f"{name}: {services.urls.get(name) or services.errors.get(name)}" for name in ("redis", "rabbitmq")
+            ),
+            flush=True,
+        )
+        ctx = Context(
+            bootstrap_servers=services.urls["kafka"],
+            workdir=services.workdir,
+            runs=args.runs,
+            smoke=args.smoke,
+            urls=dict(services.urls),
+            errors=dict(services.errors),
+            kafka_pid=services.kafka.pid,
+        )
         results = {"scenarios": dict(previous.get("scenarios", {})), "runs": args.runs, "smoke": args.smoke}
         if not args.smoke:
             print(f"\n== warming Kafka up ({WARM_UP_SECONDS} s)", flush=True)
             results["warmup"] = {"seconds": WARM_UP_SECONDS, "windows": warmup.run(ctx, WARM_UP_SECONDS)}
-            print("  messages, Kafka CPU per message (ms), per window: "
-                  + ", ".join(f"{n:,} {cpu:.3f}" if cpu is not None else f"{n:,}"
-                              for n, cpu in results["warmup"]["windows"]), flush=True)
+            print(
+                "  messages, Kafka CPU per message (ms), per window: "
+                + ", ".join(
+                    f"{n:,} {cpu:.3f}" if cpu is not None else f"{n:,}" for n, cpu in results["warmup"]["windows"]
+                ),
+                flush=True,
+            )
         for name in names:
             print(f"\n== {name}", flush=True)
             t0 = time.monotonic()
@@ -90,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_scenario(name, ctx)
             print_rows(rows)
             print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
-            results["scenarios"][name] = {"rows": rows, "seconds": time.monotonic() - t0, "runs": ctx.run_count,
-                                          "finished": time.time()}
+            results["scenarios"][name] = {
+                "rows": rows,
+                "seconds": time.monotonic() - t0,
+                "runs": ctx.run_count,
+                "finished": time.time(),
+            }
     results["machine"] = report.machine(services_versions=True)
     results["seconds"] = time.monotonic() - started
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,17 @@ NAMES = {"stub": "StubBroker", "kafka": "KafkaBroker", "redis": "RedisBroker", "
 SERVERS = {"redis": "redis", "rabbitmq": "rabbitmq"}
 
 
-def make_broker(kind: str, *, bootstrap_servers: str | None = None, prefix: str | None = None, partitions: int = 4,
-                redis_url: str | None = None, rabbitmq_url: str | None = None, confirm_delivery: bool = True,
-                **kafka_options) -> dramatiq.Broker:
+def make_broker(
+    kind: str,
+    *,
+    bootstrap_servers: str | None = None,
+    prefix: str | None = None,
+    partitions: int = 4,
+    redis_url: str | None = None,
+    rabbitmq_url: str | None = None,
+    confirm_delivery: bool = True,
+    **kafka_options,
+) -> dramatiq.Broker:
     """Returns a new broker of a kind, with Dramatiq's default middleware.
 
     Parameters:
@@ -66,13 +74,14 @@ def broker_from_env() -> dramatiq.Broker:
     )
 
 
-def enqueue_all(broker: dramatiq.Broker, messages: list, *, delay: int | None = None, chunk: int = 2_000,
-                threads: int = 1) -> None:
+def enqueue_all(
+    broker: dramatiq.Broker, messages: list, *, delay: int | None = None, chunk: int = 2_000, threads: int = 1
+) -> None:
     """Enqueues messages as fast as the broker allows: in bulk on Kafka, one by one elsewhere,
     from ``threads`` threads at once (the set-up of a measurement, not the measurement).
     """
     bulk = hasattr(broker, "enqueue_many")
-    chunks = [messages[start:start + chunk] for start in range(0, len(messages), chunk)]
+    chunks = [messages[start : start + chunk] for start in range(0, len(messages), chunk)]
 
     def send(part):
         if bulk:

@@ -12,7 +12,6 @@ from celery import Celery
 
 from benchmarks.probe import process_probe
 
-
 #: Celery's settings in each variant measured.  Kombu's virtual transports sleep
 #: ``polling_interval`` (1 s) whenever a poll finds nothing to take, which includes every time the
 #: prefetch is full: with defaults a worker runs ``prefetch`` tasks a second.  Any tuned deployment
@@ -27,13 +26,20 @@ def make_app(broker_url: str, variant: str = "tuned") -> Celery:
     """Returns a Celery app on the given broker, with the no-op task ``bench.noop``."""
     app = Celery("bench", broker=broker_url)
     app.conf.update(VARIANTS[variant])
-    app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True,
-                    worker_send_task_events=False, task_send_sent_event=False)
+    app.conf.update(
+        task_ignore_result=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
     return app
 
 
-app = make_app(os.environ.get("BENCH_CELERY_BROKER", "confluentkafka://127.0.0.1:9092"),
-               os.environ.get("BENCH_CELERY_VARIANT", "tuned"))
+app = make_app(
+    os.environ.get("BENCH_CELERY_BROKER", "confluentkafka://127.0.0.1:9092"),
+    os.environ.get("BENCH_CELERY_VARIANT", "tuned"),
+)
 
 #: This process's count of runs, reported to ``BENCH_PROBE_DIR``.
 PROBE = process_probe() if os.environ.get("BENCH_PROBE_DIR") else None

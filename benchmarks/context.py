@@ -82,11 +82,13 @@ class Context:
     def env(self, **extra) -> dict:
         """Returns the environment of a child process: this one's, the cluster, and ``extra``."""
         env = {key: value for key, value in os.environ.items() if not key.startswith(("KAFKA_", "BENCH_"))}
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if "redis" in self.urls:
             env["BENCH_REDIS_URL"] = self.urls["redis"]
         if "rabbitmq" in self.urls:

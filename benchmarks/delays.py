@@ -46,30 +46,71 @@ def run(ctx: Context) -> list[dict]:
     case = f"{pending:,} pending"
     measured, notes = ctx.measure_in_turn(
         {system: functools.partial(measure, ctx, kind, pending, config) for system, (kind, config) in SYSTEMS.items()},
-        subject="KafkaBroker", servers={system: kind for system, (kind, _) in SYSTEMS.items() if kind == "redis"},
+        subject="KafkaBroker",
+        servers={system: kind for system, (kind, _) in SYSTEMS.items() if kind == "redis"},
     )
     rows = []
     for system in SYSTEMS:
         runs = measured.get(system, [])
         if not runs:
-            rows.append(unavailable(NAME, case, system, notes.get(system, "not measured"), metric="lateness p99",
-                                    unit="ms"))
+            rows.append(
+                unavailable(NAME, case, system, notes.get(system, "not measured"), metric="lateness p99", unit="ms")
+            )
             continue
         rows.append(row(NAME, case, system, "RSS before", "MiB", [r["rss_before"] for r in runs], better="lower"))
-        rows.append(row(NAME, case, system, "RSS after", "MiB", [r["rss_after"] for r in runs], better="lower",
-                        note="with the pending messages still pending"))
+        rows.append(
+            row(
+                NAME,
+                case,
+                system,
+                "RSS after",
+                "MiB",
+                [r["rss_after"] for r in runs],
+                better="lower",
+                note="with the pending messages still pending",
+            )
+        )
         rows.append(row(NAME, case, system, "RSS peak", "MiB", [r["rss_peak"] for r in runs], better="lower"))
-        rows.append(row(NAME, case, system, "RSS growth", "MiB", [r["rss_after"] - r["rss_before"] for r in runs],
-                        better="lower"))
+        rows.append(
+            row(
+                NAME,
+                case,
+                system,
+                "RSS growth",
+                "MiB",
+                [r["rss_after"] - r["rss_before"] for r in runs],
+                better="lower",
+            )
+        )
         delivered = [100 * len(r["lateness"]) / r["sent"] for r in runs]
-        rows.append(row(NAME, case, system, "probes delivered", "%", delivered,
-                        note=f"{runs[0]['sent']:,} probes per run, waited up to {runs[0]['waited']:.0f} s"))
+        rows.append(
+            row(
+                NAME,
+                case,
+                system,
+                "probes delivered",
+                "%",
+                delivered,
+                note=f"{runs[0]['sent']:,} probes per run, waited up to {runs[0]['waited']:.0f} s",
+            )
+        )
         lateness = [r["lateness"] for r in runs if r["lateness"]]
         if lateness:
-            rows.append(row(NAME, case, system, "lateness p50", "ms", [percentile(v, 0.5) for v in lateness],
-                            better="lower", samples=median_run(lateness)))
-            rows.append(row(NAME, case, system, "lateness p99", "ms", [percentile(v, 0.99) for v in lateness],
-                            better="lower"))
+            rows.append(
+                row(
+                    NAME,
+                    case,
+                    system,
+                    "lateness p50",
+                    "ms",
+                    [percentile(v, 0.5) for v in lateness],
+                    better="lower",
+                    samples=median_run(lateness),
+                )
+            )
+            rows.append(
+                row(NAME, case, system, "lateness p99", "ms", [percentile(v, 0.99) for v in lateness], better="lower")
+            )
         else:
             rows.append(unavailable(NAME, case, system, "no probe was delivered", metric="lateness p99", unit="ms"))
     return rows
@@ -92,8 +133,12 @@ def measure(ctx: Context, kind: str, pending: int, consumer_config: dict | None 
         sampler.start()
         try:
             noop = worker.actors["noop"]
-            enqueue_all(worker.broker, [noop.message(n) for n in range(pending)], delay=PENDING_DELAY_MS,
-                        threads=4 if kind == "kafka" else 8)
+            enqueue_all(
+                worker.broker,
+                [noop.message(n) for n in range(pending)],
+                delay=PENDING_DELAY_MS,
+                threads=4 if kind == "kafka" else 8,
+            )
             late = worker.actors["late"]
             rng = random.Random(7)
 
@@ -110,5 +155,11 @@ def measure(ctx: Context, kind: str, pending: int, consumer_config: dict | None 
             stop.set()
             sampler.join()
         report = worker.stop()
-    return {"rss_before": rss_before, "rss_after": rss_after, "rss_peak": max(peak[0], rss_after), "sent": sent,
-            "lateness": report["samples"], "waited": waited}
+    return {
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "rss_peak": max(peak[0], rss_after),
+        "sent": sent,
+        "lateness": report["samples"],
+        "waited": waited,
+    }

@@ -18,8 +18,8 @@ from .brokers import NAMES, SERVERS, make_broker
 from .context import Context
 from .kafka_raw import create_topic, idempotent_producer, produce_all, produce_confirmed
 from .rows import percentile, row, unavailable
-from .worker_throughput import task_sized_record
 from .threads import in_threads
+from .worker_throughput import task_sized_record
 
 NAME = "enqueue"
 TITLE = "2. Enqueue throughput"
@@ -49,11 +49,18 @@ def run(ctx: Context) -> list[dict]:
         # KafkaBroker, single, bulk and concurrent.
         broker, actor = _kafka_actor(ctx)
         try:
-            rate, lat = _single(lambda n: actor.send(n), seconds)
+            rate, lat = _single(lambda n, actor=actor: actor.send(n), seconds)
             note(SINGLE, NAMES["kafka"], rate)
             latencies.setdefault((SINGLE, NAMES["kafka"]), []).append(lat)
-            note(CONCURRENT, NAMES["kafka"], _concurrent(lambda n: actor.send(n), seconds, THREADS))
-            note(BULK, NAMES["kafka"], _bulk(lambda batch: broker.enqueue_many([actor.message(n) for n in batch]), seconds))
+            note(CONCURRENT, NAMES["kafka"], _concurrent(lambda n, actor=actor: actor.send(n), seconds, THREADS))
+            note(
+                BULK,
+                NAMES["kafka"],
+                _bulk(
+                    lambda batch, broker=broker, actor=actor: broker.enqueue_many([actor.message(n) for n in batch]),
+                    seconds,
+                ),
+            )
         finally:
             broker.close()
         # The raw producer, the same three ways.
@@ -61,11 +68,15 @@ def run(ctx: Context) -> list[dict]:
         create_topic(ctx.bootstrap_servers, topic, partitions=4)
         value = task_sized_record()
         producer = idempotent_producer(ctx.bootstrap_servers)
-        rate, lat = _single(lambda n: produce_confirmed(producer, topic, value), seconds)
+        rate, lat = _single(lambda n, p=producer, t=topic, v=value: produce_confirmed(p, t, v), seconds)
         note(SINGLE, RAW, rate)
         latencies.setdefault((SINGLE, RAW), []).append(lat)
-        note(CONCURRENT, RAW, _concurrent(lambda n: produce_confirmed(producer, topic, value), seconds, THREADS))
-        note(BULK, RAW, _bulk(lambda batch: produce_all(producer, topic, [value] * len(batch)), seconds))
+        note(
+            CONCURRENT,
+            RAW,
+            _concurrent(lambda n, p=producer, t=topic, v=value: produce_confirmed(p, t, v), seconds, THREADS),
+        )
+        note(BULK, RAW, _bulk(lambda batch, p=producer, t=topic, v=value: produce_all(p, t, [v] * len(batch)), seconds))
         # Dramatiq's other brokers and Celery: single sends.
         for kind in ("stub", "redis", "rabbitmq"):
             missing = ctx.missing(SERVERS[kind]) if kind in SERVERS else None
@@ -73,10 +84,11 @@ def run(ctx: Context) -> list[dict]:
                 notes[(SINGLE, NAMES[kind])] = missing
                 continue
             try:
-                other = make_broker(kind, redis_url=ctx.urls.get("redis"), rabbitmq_url=ctx.urls.get("rabbitmq"),
-                                    confirm_delivery=True)
+                other = make_broker(
+                    kind, redis_url=ctx.urls.get("redis"), rabbitmq_url=ctx.urls.get("rabbitmq"), confirm_delivery=True
+                )
                 other_actor = dramatiq.actor(_noop, broker=other, queue_name=ctx.queue("enqueue"), max_retries=0)
-                rate, lat = _single(lambda n: other_actor.send(n), seconds)
+                rate, lat = _single(lambda n, a=other_actor: a.send(n), seconds)
                 other.close()
             except Exception as e:
                 notes[(SINGLE, NAMES[kind])] = f"failed: {type(e).__name__}: {e}"
@@ -91,8 +103,11 @@ def run(ctx: Context) -> list[dict]:
             notes[(SINGLE, CELERY)] = f"failed: {type(e).__name__}: {e}"
 
     rows = []
-    for case, systems in ((SINGLE, [NAMES["kafka"], RAW, NAMES["stub"], NAMES["redis"], NAMES["rabbitmq"], CELERY]),
-                          (CONCURRENT, [NAMES["kafka"], RAW]), (BULK, [NAMES["kafka"], RAW])):
+    for case, systems in (
+        (SINGLE, [NAMES["kafka"], RAW, NAMES["stub"], NAMES["redis"], NAMES["rabbitmq"], CELERY]),
+        (CONCURRENT, [NAMES["kafka"], RAW]),
+        (BULK, [NAMES["kafka"], RAW]),
+    ):
         for system in systems:
             values = measured.get((case, system))
             note_text = notes.get((case, system), "")
@@ -101,14 +116,17 @@ def run(ctx: Context) -> list[dict]:
             if values:
                 rows.append(row(NAME, case, system, "throughput", "messages/s", values, note=note_text))
             else:
-                rows.append(unavailable(NAME, case, system, note_text or "not measured", metric="throughput",
-                                        unit="messages/s"))
+                rows.append(
+                    unavailable(NAME, case, system, note_text or "not measured", metric="throughput", unit="messages/s")
+                )
             if case == SINGLE and (case, system) in latencies:
                 runs = latencies[(case, system)]
-                rows.append(row(NAME, case, system, "send p50", "ms", [statistics.median(r) for r in runs],
-                                better="lower"))
-                rows.append(row(NAME, case, system, "send p99", "ms", [percentile(r, 0.99) for r in runs],
-                                better="lower"))
+                rows.append(
+                    row(NAME, case, system, "send p50", "ms", [statistics.median(r) for r in runs], better="lower")
+                )
+                rows.append(
+                    row(NAME, case, system, "send p99", "ms", [percentile(r, 0.99) for r in runs], better="lower")
+                )
     return rows
 
 

@@ -18,18 +18,18 @@ import http.client
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+from broker.devkafka import free_port
 
 from . import procs
 from .context import ROOT, Context
 from .rows import percentile, row, unavailable
 from .services import ServiceUnavailable, _wait_for_port
 from .threads import in_threads
-from broker.devkafka import free_port
 
 NAME = "http_signup"
 TITLE = "5. HTTP: POST /api/auth/sign-up through gunicorn"
@@ -39,15 +39,20 @@ CONNECTIONS = 16
 
 SYSTEMS = {"kafka": "gateway on KafkaBroker", "stub": "gateway on StubBroker"}
 
-METRICS = (("throughput", "requests/s", "higher"), ("p50", "ms", "lower"), ("p99", "ms", "lower"),
-           ("gateway CPU", "ms per request", "lower"), ("Kafka CPU", "ms per request", "lower"))
+METRICS = (
+    ("throughput", "requests/s", "higher"),
+    ("p50", "ms", "lower"),
+    ("p99", "ms", "lower"),
+    ("gateway CPU", "ms per request", "lower"),
+    ("Kafka CPU", "ms per request", "lower"),
+)
 
 
 def web_command() -> str:
     """Returns the Procfile's ``web`` command, bound to loopback only."""
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
-            return line[len("web:"):].strip().replace("0.0.0.0:", "127.0.0.1:")
+            return line[len("web:") :].strip().replace("0.0.0.0:", "127.0.0.1:")
     raise RuntimeError("the Procfile has no web process")
 
 
@@ -55,24 +60,39 @@ def run(ctx: Context) -> list[dict]:
     case = f"{CONNECTIONS} connections"
     problem = _gateway_problem(ctx)
     if problem:
-        return [unavailable(NAME, case, system, problem, metric=metric, unit=unit)
-                for system in SYSTEMS.values() for metric, unit, _ in METRICS]
-    results, notes = ctx.measure_in_turn({kind: functools.partial(measure, ctx, kind) for kind in SYSTEMS},
-                                         subject="kafka")
+        return [
+            unavailable(NAME, case, system, problem, metric=metric, unit=unit)
+            for system in SYSTEMS.values()
+            for metric, unit, _ in METRICS
+        ]
+    results, notes = ctx.measure_in_turn(
+        {kind: functools.partial(measure, ctx, kind) for kind in SYSTEMS}, subject="kafka"
+    )
     rows = []
     for kind, system in SYSTEMS.items():
         runs = results.get(kind, [])
         if not runs:
-            rows.append(unavailable(NAME, case, system, notes.get(kind, "not measured"), metric="throughput",
-                                    unit="requests/s"))
+            rows.append(
+                unavailable(NAME, case, system, notes.get(kind, "not measured"), metric="throughput", unit="requests/s")
+            )
             continue
         errors = sum(r["errors"] for r in runs)
         note = f"{runs[0]['tool']}; {errors:,} non-2xx or failed requests" if errors else runs[0]["tool"]
         for metric, unit, better in METRICS:
             if metric not in runs[0]:
                 continue
-            rows.append(row(NAME, case, system, metric, unit, [r[metric] for r in runs], better=better,
-                            note=note if metric == "throughput" else ""))
+            rows.append(
+                row(
+                    NAME,
+                    case,
+                    system,
+                    metric,
+                    unit,
+                    [r[metric] for r in runs],
+                    better=better,
+                    note=note if metric == "throughput" else "",
+                )
+            )
     return rows
 
 
@@ -80,9 +100,14 @@ def _gateway_problem(ctx: Context) -> str | None:
     """Tells why the gateway cannot be served (it is being written by another engineer), if so."""
     if not (ROOT / "gateway" / "wsgi.py").exists():
         return "not available: gateway/wsgi.py does not exist yet"
-    check = subprocess.run([ctx.python, "-c", "import gateway.wsgi"], cwd=ROOT, capture_output=True, text=True,
-                           env=ctx.env(KAFKA_TASKS_BROKER="stub", DATABASE_URL=f"sqlite:///{ctx.workdir}/check.db"),
-                           timeout=120)
+    check = subprocess.run(
+        [ctx.python, "-c", "import gateway.wsgi"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ctx.env(KAFKA_TASKS_BROKER="stub", DATABASE_URL=f"sqlite:///{ctx.workdir}/check.db"),
+        timeout=120,
+    )
     if check.returncode:
         last = (check.stderr.strip().splitlines() or ["?"])[-1]
         return f"not available: gateway.wsgi does not import ({last})"
@@ -93,10 +118,15 @@ def measure(ctx: Context, kind: str) -> dict:
     """Serves the gateway once and loads it; returns throughput, p50, p99 and error count."""
     port = free_port()
     tag = uuid.uuid4().hex[:8]
-    env = ctx.env(KAFKA_TASKS_BROKER=kind, KAFKA_PREFIX=ctx.prefix(), PORT=port,
-                  DATABASE_URL=f"sqlite:///{Path(ctx.workdir) / f'web-{tag}.sqlite'}")
-    release = subprocess.run([ctx.bin("kafka-tasks"), "release"], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=120)
+    env = ctx.env(
+        KAFKA_TASKS_BROKER=kind,
+        KAFKA_PREFIX=ctx.prefix(),
+        PORT=port,
+        DATABASE_URL=f"sqlite:///{Path(ctx.workdir) / f'web-{tag}.sqlite'}",
+    )
+    release = subprocess.run(
+        [ctx.bin("kafka-tasks"), "release"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     if release.returncode:
         raise RuntimeError(f"kafka-tasks release failed: {release.stderr.strip()[-300:]}")
     env["PATH"] = f"{Path(ctx.python).parent}:{env.get('PATH', '')}"
@@ -150,9 +180,23 @@ def _ms(text: str) -> float:
 
 def _wrk(port: int, seconds: int) -> dict:
     script = Path(__file__).with_name("signup.lua")
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-                          "-s", str(script), f"http://127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
     try:
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         requests = int(re.search(r"(\d+) requests in ", out).group(1))
@@ -163,8 +207,14 @@ def _wrk(port: int, seconds: int) -> dict:
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
-    return {"throughput": rate, "p50": p50, "p99": p99, "errors": errors, "requests": requests,
-            "tool": f"wrk, {seconds} s"}
+    return {
+        "throughput": rate,
+        "p50": p50,
+        "p99": p99,
+        "errors": errors,
+        "requests": requests,
+        "tool": f"wrk, {seconds} s",
+    }
 
 
 def _python_load(port: int, seconds: float) -> dict:
@@ -186,7 +236,7 @@ def _python_load(port: int, seconds: float) -> dict:
                 response.read()
                 if response.status >= 300:
                     errors[0] += 1
-            except (OSError, http.client.HTTPException, socket.timeout):
+            except (TimeoutError, OSError, http.client.HTTPException):
                 errors[0] += 1
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -195,5 +245,11 @@ def _python_load(port: int, seconds: float) -> dict:
 
     elapsed = in_threads(client, CONNECTIONS)
 
-    return {"throughput": len(latencies) / elapsed, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
-            "errors": errors[0], "requests": len(latencies), "tool": "Python client (wrk is not installed)"}
+    return {
+        "throughput": len(latencies) / elapsed,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "errors": errors[0],
+        "requests": len(latencies),
+        "tool": "Python client (wrk is not installed)",
+    }

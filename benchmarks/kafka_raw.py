@@ -18,8 +18,12 @@ def create_topic(bootstrap_servers: str, topic: str, *, partitions: int) -> None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata and not metadata.error and len(metadata.partitions) == partitions and all(
-                p.leader >= 0 for p in metadata.partitions.values()):
+        if (
+            metadata
+            and not metadata.error
+            and len(metadata.partitions) == partitions
+            and all(p.leader >= 0 for p in metadata.partitions.values())
+        ):
             return
         time.sleep(0.05)
     raise KafkaException(f"topic {topic} has no leaders after 30 s")
@@ -51,15 +55,23 @@ def produce_confirmed(producer: Producer, topic: str, value: bytes) -> None:
         raise KafkaException("a record was not acknowledged within 10 s")
 
 
-def consume_all(bootstrap_servers: str, topic: str, group: str, count: int, *, timeout: float) -> tuple[int, float, float]:
+def consume_all(
+    bootstrap_servers: str, topic: str, group: str, count: int, *, timeout: float
+) -> tuple[int, float, float]:
     """Reads ``count`` records with a plain consumer (auto-commit on).
 
     Returns:
       ``(records, first, last)``: the records read after the first batch, and the times (epoch s)
       the first and the last batch arrived, so ``records / (last - first)`` is the rate.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "auto.offset.reset": "earliest",
-                         "enable.partition.eof": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+    )
     consumer.subscribe([topic])
     read, after_first, first, last = 0, 0, 0.0, 0.0
     deadline = time.monotonic() + timeout

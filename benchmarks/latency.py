@@ -17,8 +17,8 @@ from .brokers import NAMES, SERVERS, join, make_broker
 from .context import Context
 from .probe import Probe
 from .rows import median_run, percentile, row, unavailable
-from .workers import WorkerProcess
 from .threads import in_threads
+from .workers import WorkerProcess
 
 NAME = "latency"
 TITLE = "3. End-to-end latency (enqueue to actor start)"
@@ -34,8 +34,10 @@ SYSTEMS = ("kafka", "stub", "redis", "rabbitmq")
 
 def run(ctx: Context) -> list[dict]:
     samples: dict[tuple[str, int], list[list[float]]] = {}
-    measures = {kind: functools.partial(_measure_stub, ctx) if kind == "stub" else functools.partial(_measure, ctx, kind)
-                for kind in SYSTEMS}
+    measures = {
+        kind: functools.partial(_measure_stub, ctx) if kind == "stub" else functools.partial(_measure, ctx, kind)
+        for kind in SYSTEMS
+    }
     measured, notes = ctx.measure_in_turn(measures, subject="kafka", servers=SERVERS)
     for kind, runs in measured.items():
         for by_rate in runs:
@@ -47,11 +49,24 @@ def run(ctx: Context) -> list[dict]:
         for kind in SYSTEMS:
             runs = samples.get((kind, rate))
             if not runs:
-                rows.append(unavailable(NAME, case, NAMES[kind], notes.get(kind, "not measured"), metric="p50", unit="ms"))
+                rows.append(
+                    unavailable(NAME, case, NAMES[kind], notes.get(kind, "not measured"), metric="p50", unit="ms")
+                )
                 continue
             note = "worker in this process" if kind == "stub" else ""
-            rows.append(row(NAME, case, NAMES[kind], "p50", "ms", [percentile(r, 0.5) for r in runs], better="lower",
-                            note=note, samples=median_run(runs)))
+            rows.append(
+                row(
+                    NAME,
+                    case,
+                    NAMES[kind],
+                    "p50",
+                    "ms",
+                    [percentile(r, 0.5) for r in runs],
+                    better="lower",
+                    note=note,
+                    samples=median_run(runs),
+                )
+            )
             rows.append(row(NAME, case, NAMES[kind], "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower"))
             rows.append(row(NAME, case, NAMES[kind], "max", "ms", [max(r) for r in runs], better="lower"))
     return rows
@@ -76,7 +91,7 @@ def _measure(ctx: Context, kind: str) -> dict[int, list[float]]:
         report = worker.stop()
     samples, start = report["samples"], 0
     for rate, sent in list(result.items()):
-        result[rate], start = samples[start:start + sent], start + sent
+        result[rate], start = samples[start : start + sent], start + sent
     return result
 
 
@@ -103,7 +118,7 @@ def _measure_stub(ctx: Context) -> dict[int, list[float]]:
         worker.stop()
     samples, start = probe.snapshot()["samples"], 0
     for rate, sent in list(result.items()):
-        result[rate], start = samples[start:start + sent], start + sent
+        result[rate], start = samples[start : start + sent], start + sent
     return result
 
 

@@ -39,8 +39,12 @@ TARGETS = {
 
 def run(ctx: Context) -> list[dict]:
     if not py_spy():
-        return [unavailable(NAME, case, "-", "py-spy is not installed (pip install -e '.[bench]')", metric="self %",
-                            unit="%") for case in TARGETS.values()]
+        return [
+            unavailable(
+                NAME, case, "-", "py-spy is not installed (pip install -e '.[bench]')", metric="self %", unit="%"
+            )
+            for case in TARGETS.values()
+        ]
     seconds = ctx.size(4, 1)
     rows = []
     for key, case in TARGETS.items():
@@ -130,8 +134,12 @@ def _profile_http(ctx: Context, seconds: float, output: Path) -> str | None:
     if not shutil.which("wrk"):
         return "wrk is not installed"
     port = http_signup.free_port()
-    env = ctx.env(KAFKA_TASKS_BROKER="kafka", KAFKA_PREFIX=ctx.prefix(), PORT=port,
-                  DATABASE_URL=f"sqlite:///{Path(ctx.workdir) / f'profile-{port}.sqlite'}")
+    env = ctx.env(
+        KAFKA_TASKS_BROKER="kafka",
+        KAFKA_PREFIX=ctx.prefix(),
+        PORT=port,
+        DATABASE_URL=f"sqlite:///{Path(ctx.workdir) / f'profile-{port}.sqlite'}",
+    )
     subprocess.run([ctx.bin("kafka-tasks"), "release"], cwd=ROOT, env=env, capture_output=True, timeout=120, check=True)
     env["PATH"] = f"{Path(ctx.python).parent}:{env.get('PATH', '')}"
     log = Path(ctx.workdir) / "logs" / f"profile-web-{port}.log"
@@ -152,18 +160,33 @@ def _profile_http(ctx: Context, seconds: float, output: Path) -> str | None:
 def _profile_get_user(ctx: Context, seconds: float, output: Path) -> str | None:
     queue = "auth"
     database = Path(ctx.workdir) / f"profile-rr-{ctx.queue('db')}.sqlite"
-    env = ctx.env(KAFKA_TASKS_BROKER="kafka", KAFKA_PREFIX=ctx.prefix(), DATABASE_URL=f"sqlite:///{database}",
-                  BENCH_QUEUE=queue)
+    env = ctx.env(
+        KAFKA_TASKS_BROKER="kafka", KAFKA_PREFIX=ctx.prefix(), DATABASE_URL=f"sqlite:///{database}", BENCH_QUEUE=queue
+    )
     request_response.seed(ctx, env)
     subprocess.run([ctx.bin("kafka-tasks"), "release"], env=env, capture_output=True, timeout=120, check=True)
     log = Path(ctx.workdir) / "logs" / "profile-auth.log"
-    responder = procs.start([ctx.python, "-m", "broker.worker", "tasks.app:setup_broker", "--queues", "auth",
-                             "--threads", "8"],
-                            env, log)
+    responder = procs.start(
+        [ctx.python, "-m", "broker.worker", "tasks.app:setup_broker", "--queues", "auth", "--threads", "8"], env, log
+    )
     client = subprocess.Popen(
-        [ctx.python, "-m", "benchmarks.rr_client", "tasks.app", "--sequential", str(ctx.size(3_000, 300)),
-         "--concurrency", "1", "--per-thread", "1"], env=env, cwd=ctx.workdir, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        [
+            ctx.python,
+            "-m",
+            "benchmarks.rr_client",
+            "tasks.app",
+            "--sequential",
+            str(ctx.size(3_000, 300)),
+            "--concurrency",
+            "1",
+            "--per-thread",
+            "1",
+        ],
+        env=env,
+        cwd=ctx.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(ctx.size(3, 2))  # both processes up, the first requests answered
         problem = _wait(start(responder.pid, seconds, output))

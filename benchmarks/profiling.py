@@ -20,9 +20,21 @@ from .context import ROOT
 RATE = 200
 
 #: Innermost frames that mean a thread is waiting, not computing (py-spy does not always see it).
-WAITS = {"Condition.wait", "Event.wait", "Thread.join", "Thread._wait_for_tstate_lock", "EpollSelector.select",
-         "PollSelector.select", "Queue.get", "sleep", "select", "poll_batch", "DurableProducer._serve_delivery_reports",
-         "PollableMethodQueue.defer", "_worker"}
+WAITS = {
+    "Condition.wait",
+    "Event.wait",
+    "Thread.join",
+    "Thread._wait_for_tstate_lock",
+    "EpollSelector.select",
+    "PollSelector.select",
+    "Queue.get",
+    "sleep",
+    "select",
+    "poll_batch",
+    "DurableProducer._serve_delivery_reports",
+    "PollableMethodQueue.defer",
+    "_worker",
+}
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -35,8 +47,21 @@ def py_spy() -> str | None:
 
 def start(pid: int, seconds: float, output: Path, *, subprocesses: bool = False) -> subprocess.Popen:
     """Starts sampling ``pid`` for ``seconds``; wait on the returned process, then summarize."""
-    command = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(RATE),
-               "--format", "raw", "--output", str(output), "--nonblocking"]
+    command = [
+        py_spy(),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(RATE),
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        "--nonblocking",
+    ]
     if subprocesses:
         command.append("--subprocesses")
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -49,7 +74,7 @@ def package(file: str) -> str:
     """
     file = file.split("site-packages/")[-1]
     if file.startswith(str(ROOT) + "/"):
-        file = file[len(str(ROOT)) + 1:]
+        file = file[len(str(ROOT)) + 1 :]
     first, _, rest = file.lstrip("/").partition("/")
     if first in ("broker", "tasks", "gateway", "benchmarks") and rest:
         return f"{first} (kafka-tasks)"

@@ -28,6 +28,7 @@ ANALYSIS = Path(__file__).with_name("analysis.md")
 
 # The machine --------------------------------------------------------------------------------
 
+
 def _version(command: list[str], pattern: str = r"(\d+(?:\.\d+)+)") -> str:
     if not shutil.which(command[0]) and not os.path.exists(command[0]):
         return "not installed"
@@ -50,8 +51,11 @@ def machine(services_versions: bool = True) -> dict:
     """Returns what the figures were measured on."""
     cpu = "?"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     memory = "?"
@@ -98,6 +102,7 @@ def _deb_version(name: str) -> str:
 
 # Numbers ------------------------------------------------------------------------------------
 
+
 def fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "–"
@@ -120,7 +125,11 @@ def comparisons(rows: list[dict], subject: dict) -> str:
     for other in rows:
         if other is subject or is_subject(other) or other["status"] != "ok":
             continue
-        if (other["scenario"], other["case"], other["metric"]) != (subject["scenario"], subject["case"], subject["metric"]):
+        if (other["scenario"], other["case"], other["metric"]) != (
+            subject["scenario"],
+            subject["case"],
+            subject["metric"],
+        ):
             continue
         value = ratio(subject, other)
         if value is not None:
@@ -137,12 +146,17 @@ def same_run_ratio(subject: dict, baseline: dict) -> float | None:
 
 def find(rows: list[dict], scenario: str, case: str, system: str, metric: str) -> dict | None:
     for r in rows:
-        if (r["scenario"], r["metric"]) == (scenario, metric) and r["case"].startswith(case) and r["system"].startswith(system):
+        if (
+            (r["scenario"], r["metric"]) == (scenario, metric)
+            and r["case"].startswith(case)
+            and r["system"].startswith(system)
+        ):
             return r
     return None
 
 
 # Targets ------------------------------------------------------------------------------------
+
 
 def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
     """Returns ``(target, measured, verdict)`` for each target of the issue that was measured."""
@@ -160,22 +174,37 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
         redis = find(rows, "worker_throughput", threads, "RedisBroker", "throughput")
         celery = find(rows, "worker_throughput", threads, "Celery 5 on Kafka (polling", "throughput")
         ok = kafka and kafka["status"] == "ok"
-        check(f"No-op worker throughput, {threads} ≥ 5,000 tasks/s", ok and kafka["median"],
-              ok and kafka["median"] >= 5000, ok and f"{kafka['median']:,.0f} tasks/s")
-        for label, baseline, bound in (("of StubBroker in the same run ≥ 60%", stub, 0.6),
-                                       ("vs Dramatiq on Redis ≥ 1.0x", redis, 1.0),
-                                       ("vs Celery on Kafka ≥ 3x", celery, 3.0)):
+        check(
+            f"No-op worker throughput, {threads} ≥ 5,000 tasks/s",
+            ok and kafka["median"],
+            ok and kafka["median"] >= 5000,
+            ok and f"{kafka['median']:,.0f} tasks/s",
+        )
+        for label, baseline, bound in (
+            ("of StubBroker in the same run ≥ 60%", stub, 0.6),
+            ("vs Dramatiq on Redis ≥ 1.0x", redis, 1.0),
+            ("vs Celery on Kafka ≥ 3x", celery, 3.0),
+        ):
             value = same_run_ratio(kafka, baseline) if ok and baseline and baseline["status"] == "ok" else None
             text = (f"{value:.0%}" if bound < 1 else f"{value:.1f}x") if value is not None else ""
             check(f"… {threads}, {label}", value, value is not None and value >= bound, text)
     for metric, bound in (("p50", 5), ("p99", 20)):
         r = find(rows, "request_response", "sequential", "KafkaBroker", metric)
         ok = r and r["status"] == "ok"
-        check(f"get_user round trip, sequential, {metric} ≤ {bound} ms", ok and r["median"], ok and r["median"] <= bound,
-              ok and f"{r['median']:.1f} ms")
+        check(
+            f"get_user round trip, sequential, {metric} ≤ {bound} ms",
+            ok and r["median"],
+            ok and r["median"] <= bound,
+            ok and f"{r['median']:.1f} ms",
+        )
     r = find(rows, "http_signup", "", "gateway on KafkaBroker", "throughput")
     ok = r and r["status"] == "ok"
-    check("HTTP sign-up ≥ 1,500 requests/s", ok and r["median"], ok and r["median"] >= 1500, ok and f"{r['median']:,.0f} requests/s")
+    check(
+        "HTTP sign-up ≥ 1,500 requests/s",
+        ok and r["median"],
+        ok and r["median"] >= 1500,
+        ok and f"{r['median']:,.0f} requests/s",
+    )
     r = find(rows, "http_signup", "", "gateway on KafkaBroker", "p99")
     ok = r and r["status"] == "ok"
     check("HTTP sign-up p99 ≤ 50 ms", ok and r["median"], ok and r["median"] <= 50, ok and f"{r['median']:.0f} ms")
@@ -184,12 +213,17 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
     check("Delay lateness p99 ≤ 1 s", ok and r["median"], ok and r["median"] <= 1000, ok and f"{r['median']:,.0f} ms")
     r = find(rows, "delays", "", "KafkaBroker", "RSS growth")
     ok = r and r["status"] == "ok"
-    check("Delays: flat memory (RSS growth ≤ 5 MiB with 100,000 pending)", ok and r["median"] is not None,
-          ok and r["median"] <= 5, ok and f"{r['median']:+.1f} MiB")
+    check(
+        "Delays: flat memory (RSS growth ≤ 5 MiB with 100,000 pending)",
+        ok and r["median"] is not None,
+        ok and r["median"] <= 5,
+        ok and f"{r['median']:+.1f} MiB",
+    )
     return result
 
 
 # Plots --------------------------------------------------------------------------------------
+
 
 def plots(rows: list[dict], folder: Path) -> dict[str, str]:
     """Draws the PNGs; returns ``{scenario: markdown image line}``."""
@@ -215,9 +249,14 @@ def plots(rows: list[dict], folder: Path) -> dict[str, str]:
         for case in dict.fromkeys(r["case"] for r in scaling):
             points = sorted((int(r["metric"].split()[0]), r) for r in scaling if r["case"] == case)
             xs = [p for p, _ in points]
-            ax.errorbar(xs, [r["median"] for _, r in points],
-                        yerr=[[r["median"] - r["min"] for _, r in points], [r["max"] - r["median"] for _, r in points]],
-                        marker="o", capsize=3, label=case)
+            ax.errorbar(
+                xs,
+                [r["median"] for _, r in points],
+                yerr=[[r["median"] - r["min"] for _, r in points], [r["max"] - r["median"] for _, r in points]],
+                marker="o",
+                capsize=3,
+                label=case,
+            )
         ax.set_xlabel("worker processes (8 threads each)")
         ax.set_ylabel("tasks/s (median, min–max)")
         ax.set_xticks([1, 2, 4])
@@ -228,9 +267,10 @@ def plots(rows: list[dict], folder: Path) -> dict[str, str]:
         save(fig, "scaling", "scaling", "Throughput against worker processes, by partition count")
 
     for scenario, metric, title, xlabel in (
-            ("latency", "p50", "End-to-end latency (enqueue to actor start)", "ms"),
-            ("request_response", "p50", "get_user round trip", "ms"),
-            ("delays", "lateness p50", "Lateness of delayed messages against their eta", "ms late")):
+        ("latency", "p50", "End-to-end latency (enqueue to actor start)", "ms"),
+        ("request_response", "p50", "get_user round trip", "ms"),
+        ("delays", "lateness p50", "Lateness of delayed messages against their eta", "ms late"),
+    ):
         with_samples = [r for r in rows if r["scenario"] == scenario and r["metric"] == metric and r.get("samples")]
         if not with_samples:
             continue
@@ -257,7 +297,9 @@ def plots(rows: list[dict], folder: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(7.5, 4))
         width = 0.8 / max(1, len(cases))
         for i, case in enumerate(cases):
-            values = [next((r["median"] for r in throughput if r["case"] == case and r["system"] == s), 0) for s in systems]
+            values = [
+                next((r["median"] for r in throughput if r["case"] == case and r["system"] == s), 0) for s in systems
+            ]
             ax.barh([y + i * width for y in range(len(systems))], values, height=width, label=case)
         ax.set_yticks([y + width * (len(cases) - 1) / 2 for y in range(len(systems))])
         ax.set_yticklabels(systems, fontsize=8)
@@ -273,6 +315,7 @@ def plots(rows: list[dict], folder: Path) -> dict[str, str]:
 
 # The report ---------------------------------------------------------------------------------
 
+
 def _docstring(name: str) -> tuple[str, str]:
     module = importlib.import_module(f"benchmarks.{name}")
     doc = (module.__doc__ or "").strip()
@@ -281,27 +324,35 @@ def _docstring(name: str) -> tuple[str, str]:
 
 
 def _table(rows: list[dict]) -> list[str]:
-    lines = ["| case | system | metric | median | min | max | KafkaBroker ÷ baseline | note |",
-             "|---|---|---|---:|---:|---:|---|---|"]
+    lines = [
+        "| case | system | metric | median | min | max | KafkaBroker ÷ baseline | note |",
+        "|---|---|---|---:|---:|---:|---|---|",
+    ]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['case']} | {r['system']} | {r['metric']} | – | – | – | | unavailable: {r['note']} |")
             continue
         unit = f" {r['unit']}" if r["unit"] else ""
         versus = comparisons(rows, r) if is_subject(r) else ""
-        lines.append(f"| {r['case']} | {r['system']} | {r['metric']} ({r['unit']}) | {fmt(r['median'])} | "
-                     f"{fmt(r['min'])} | {fmt(r['max'])} | {versus} | {r['note']} |".replace(unit + ")", r["unit"] + ")"))
+        lines.append(
+            f"| {r['case']} | {r['system']} | {r['metric']} ({r['unit']}) | {fmt(r['median'])} | "
+            f"{fmt(r['min'])} | {fmt(r['max'])} | {versus} | {r['note']} |".replace(unit + ")", r["unit"] + ")")
+        )
     return lines
 
 
 def _scaling_table(rows: list[dict]) -> list[str]:
     processes = sorted({int(r["metric"].split()[0]) for r in rows if r["status"] == "ok"})
-    lines = ["| topic | " + " | ".join(f"{p} process{'es' if p > 1 else ''}" for p in processes) + " |",
-             "|---|" + "---:|" * len(processes)]
+    lines = [
+        "| topic | " + " | ".join(f"{p} process{'es' if p > 1 else ''}" for p in processes) + " |",
+        "|---|" + "---:|" * len(processes),
+    ]
     for case in dict.fromkeys(r["case"] for r in rows):
         cells = []
         for p in processes:
-            r = next((r for r in rows if r["case"] == case and r["metric"].startswith(f"{p} ") and r["status"] == "ok"), None)
+            r = next(
+                (r for r in rows if r["case"] == case and r["metric"].startswith(f"{p} ") and r["status"] == "ok"), None
+            )
             cells.append(f"{fmt(r['median'])} ({fmt(r['min'])}–{fmt(r['max'])})" if r else "–")
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -326,8 +377,10 @@ def _profile_tables(rows: list[dict]) -> list[str]:
         for i in range(max(len(own), len(total))):
             a = own[i] if i < len(own) else None
             b = total[i] if i < len(total) else None
-            lines.append(f"| {a['system'] if a else ''} | {fmt(a['median']) + ' %' if a else ''} | | "
-                         f"{b['system'] if b else ''} | {fmt(b['median']) + ' %' if b else ''} |")
+            lines.append(
+                f"| {a['system'] if a else ''} | {fmt(a['median']) + ' %' if a else ''} | | "
+                f"{b['system'] if b else ''} | {fmt(b['median']) + ' %' if b else ''} |"
+            )
         lines.append("")
     return lines
 
@@ -339,7 +392,7 @@ def write(results: dict, path: Path) -> None:
     rows = [r for name in SCENARIOS for r in scenarios.get(name, {}).get("rows", [])]
     images = plots(rows, path.parent)
     finished = max((s.get("finished", 0) for s in scenarios.values()), default=0)
-    when = dt.datetime.fromtimestamp(finished, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if finished else "?"
+    when = dt.datetime.fromtimestamp(finished, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if finished else "?"
     runs = sorted({s.get("runs", 0) for s in scenarios.values()})
     out = [
         "# Benchmarks",
@@ -362,15 +415,26 @@ def write(results: dict, path: Path) -> None:
         out[7:7] = ["**Smoke run: figures of about a second each, meaningless as measurements.**", ""]
     for key, value in (results.get("machine") or {}).items():
         out.append(f"| {key} | {value} |")
-    out += ["", "Kafka, Redis, RabbitMQ, the workers and the load generators all share the two cores. "
-            "The machine is shared with other work, so the load average above shows how noisy the run was.", ""]
+    out += [
+        "",
+        "Kafka, Redis, RabbitMQ, the workers and the load generators all share the two cores. "
+        "The machine is shared with other work, so the load average above shows how noisy the run was.",
+        "",
+    ]
     if results.get("warmup"):
         cpus = [f"{cpu:.2f} ms" for _, cpu in results["warmup"]["windows"] if cpu is not None]
-        out += [f"Before the first scenario, Kafka was loaded for {results['warmup']['seconds']} s through KafkaBroker "
-                "(confirmed sends from 8 threads to a worker process), so that no scenario measures its JVM's start-up "
-                "(`benchmarks/warmup.py`)."
-                + (f" Kafka's CPU per message, by window: {', '.join(cpus)}." if cpus else ""), ""]
-    out += ["## Targets", "", "| target (2-core machine, Kafka on the same box) | measured (median) | |", "|---|---|---|"]
+        out += [
+            f"Before the first scenario, Kafka was loaded for {results['warmup']['seconds']} s through KafkaBroker "
+            "(confirmed sends from 8 threads to a worker process), so that no scenario measures its JVM's start-up "
+            "(`benchmarks/warmup.py`)." + (f" Kafka's CPU per message, by window: {', '.join(cpus)}." if cpus else ""),
+            "",
+        ]
+    out += [
+        "## Targets",
+        "",
+        "| target (2-core machine, Kafka on the same box) | measured (median) | |",
+        "|---|---|---|",
+    ]
     out += [f"| {name} | {measured} | {verdict} |" for name, measured, verdict in targets(rows)]
     out.append("")
     for name in SCENARIOS:

@@ -31,8 +31,9 @@ SYSTEMS = {"kafka": "KafkaBroker + KafkaResultBackend", "redis": "RedisBroker + 
 
 
 def run(ctx: Context) -> list[dict]:
-    measured, notes = ctx.measure_in_turn({kind: functools.partial(measure, ctx, kind) for kind in SYSTEMS},
-                                          subject="kafka", servers={"redis": "redis"})
+    measured, notes = ctx.measure_in_turn(
+        {kind: functools.partial(measure, ctx, kind) for kind in SYSTEMS}, subject="kafka", servers={"redis": "redis"}
+    )
     rows = []
     for mode, case in (("sequential", "sequential"), ("concurrent", f"{CONCURRENCY} concurrent requesters")):
         for kind, system in SYSTEMS.items():
@@ -40,8 +41,18 @@ def run(ctx: Context) -> list[dict]:
             if not runs:
                 rows.append(unavailable(NAME, case, system, notes.get(kind, "not measured"), metric="p50", unit="ms"))
                 continue
-            rows.append(row(NAME, case, system, "p50", "ms", [statistics.median(r) for r in runs], better="lower",
-                            samples=median_run(runs)))
+            rows.append(
+                row(
+                    NAME,
+                    case,
+                    system,
+                    "p50",
+                    "ms",
+                    [statistics.median(r) for r in runs],
+                    better="lower",
+                    samples=median_run(runs),
+                )
+            )
             rows.append(row(NAME, case, system, "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower"))
             if mode == "concurrent":
                 rates = [len(result["concurrent"]) / result["concurrent_seconds"] for result in measured[kind]]
@@ -53,17 +64,28 @@ def measure(ctx: Context, kind: str) -> dict:
     """Runs a responder and a requester process once; returns the requester's report."""
     queue = "auth" if kind == "kafka" else ctx.queue("auth")
     database = Path(ctx.workdir) / f"rr-{ctx.queue('db')}.sqlite"
-    env = ctx.env(KAFKA_TASKS_BROKER=kind, KAFKA_PREFIX=ctx.prefix(), DATABASE_URL=f"sqlite:///{database}",
-                  BENCH_QUEUE=queue)
+    env = ctx.env(
+        KAFKA_TASKS_BROKER=kind, KAFKA_PREFIX=ctx.prefix(), DATABASE_URL=f"sqlite:///{database}", BENCH_QUEUE=queue
+    )
     seed(ctx, env)
     log = Path(ctx.workdir) / "logs" / f"rr-{kind}-{queue}.log"
     if kind == "kafka":
-        release = subprocess.run([ctx.bin("kafka-tasks"), "release"], env=env, capture_output=True, text=True,
-                                 timeout=120)
+        release = subprocess.run(
+            [ctx.bin("kafka-tasks"), "release"], env=env, capture_output=True, text=True, timeout=120
+        )
         if release.returncode:
             raise RuntimeError(f"kafka-tasks release failed: {release.stderr.strip()[-300:]}")
-        command = [ctx.bin("kafka-tasks"), "worker", "tasks.app:setup_broker", "--queues", "auth", "--processes", "1",
-                   "--threads", "8"]
+        command = [
+            ctx.bin("kafka-tasks"),
+            "worker",
+            "tasks.app:setup_broker",
+            "--queues",
+            "auth",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+        ]
         app = "tasks.app"
     else:
         command = [ctx.python, "-m", "broker.worker", "benchmarks.rrapp", "--threads", "8"]
@@ -71,10 +93,28 @@ def measure(ctx: Context, kind: str) -> dict:
     responder = procs.start(command, env, log)
     try:
         client = subprocess.run(
-            [ctx.python, "-m", "benchmarks.rr_client", app, "--users", str(USERS),
-             "--sequential", str(ctx.size(500, 20)), "--warmup", str(ctx.size(20, 2)),
-             "--concurrency", str(ctx.size(CONCURRENCY, 5)), "--per-thread", str(ctx.size(20, 2))],
-            env=env, capture_output=True, text=True, timeout=300, cwd=ctx.workdir)
+            [
+                ctx.python,
+                "-m",
+                "benchmarks.rr_client",
+                app,
+                "--users",
+                str(USERS),
+                "--sequential",
+                str(ctx.size(500, 20)),
+                "--warmup",
+                str(ctx.size(20, 2)),
+                "--concurrency",
+                str(ctx.size(CONCURRENCY, 5)),
+                "--per-thread",
+                str(ctx.size(20, 2)),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ctx.workdir,
+        )
     finally:
         procs.stop(responder)
     if client.returncode:

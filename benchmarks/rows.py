@@ -18,8 +18,18 @@ SUBJECT = "KafkaBroker"
 KEYS = ("scenario", "case", "system", "metric", "unit", "better", "runs", "median", "min", "max", "status", "note")
 
 
-def row(scenario: str, case: str, system: str, metric: str, unit: str, runs: list[float], *,
-        better: str = "higher", note: str = "", samples: list[float] | None = None) -> dict:
+def row(
+    scenario: str,
+    case: str,
+    system: str,
+    metric: str,
+    unit: str,
+    runs: list[float],
+    *,
+    better: str = "higher",
+    note: str = "",
+    samples: list[float] | None = None,
+) -> dict:
     """Returns a measured row.
 
     Parameters:
@@ -30,9 +40,20 @@ def row(scenario: str, case: str, system: str, metric: str, unit: str, runs: lis
     values = [float(v) for v in runs if v is not None and math.isfinite(v)]
     if not values:
         return unavailable(scenario, case, system, note or "no run produced this figure", metric=metric, unit=unit)
-    result = dict(scenario=scenario, case=case, system=system, metric=metric, unit=unit, better=better,
-                  runs=values, median=statistics.median(values), min=min(values), max=max(values),
-                  status="ok", note=note)
+    result = dict(
+        scenario=scenario,
+        case=case,
+        system=system,
+        metric=metric,
+        unit=unit,
+        better=better,
+        runs=values,
+        median=statistics.median(values),
+        min=min(values),
+        max=max(values),
+        status="ok",
+        note=note,
+    )
     if samples is not None:
         result["samples"] = [float(s) for s in samples]
     return result
@@ -40,8 +61,20 @@ def row(scenario: str, case: str, system: str, metric: str, unit: str, runs: lis
 
 def unavailable(scenario: str, case: str, system: str, reason: str, *, metric: str = "", unit: str = "") -> dict:
     """Returns the row of a figure that could not be measured, and why."""
-    return dict(scenario=scenario, case=case, system=system, metric=metric, unit=unit, better="higher", runs=[],
-                median=None, min=None, max=None, status="unavailable", note=reason)
+    return dict(
+        scenario=scenario,
+        case=case,
+        system=system,
+        metric=metric,
+        unit=unit,
+        better="higher",
+        runs=[],
+        median=None,
+        min=None,
+        max=None,
+        status="unavailable",
+        note=reason,
+    )
 
 
 def percentile(values: list[float], p: float) -> float:

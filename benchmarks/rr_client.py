@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"{type(e).__name__}: {e}")
 
     wall = in_threads(requester, args.concurrency)
-    json.dump({"sequential": sequential, "concurrent": concurrent, "concurrent_seconds": wall, "errors": errors},
-              sys.stdout)
+    json.dump(
+        {"sequential": sequential, "concurrent": concurrent, "concurrent_seconds": wall, "errors": errors}, sys.stdout
+    )
     sys.stdout.flush()
     # Leave at once: the backend's listener and producer threads have nothing left to deliver.
     import os

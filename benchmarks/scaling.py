@@ -33,8 +33,12 @@ def grid(ctx: Context) -> list[tuple[int, int]]:
     """The (partitions, processes) pairs measured."""
     if ctx.smoke:
         return [(4, 1), (1, 2)]
-    return [(partitions, processes) for partitions in PARTITIONS for processes in PROCESSES
-            if not (partitions == 8 and processes < 4)]
+    return [
+        (partitions, processes)
+        for partitions in PARTITIONS
+        for processes in PROCESSES
+        if not (partitions == 8 and processes < 4)
+    ]
 
 
 def run(ctx: Context) -> list[dict]:
@@ -42,10 +46,18 @@ def run(ctx: Context) -> list[dict]:
     for _ in range(ctx.run_count):
         for partitions, processes in grid(ctx):
             measured.setdefault((partitions, processes), []).append(measure(ctx, partitions, processes))
-    return [row(NAME, f"{partitions} partition{'s' if partitions > 1 else ''}", "KafkaBroker",
-                f"{processes} process{'es' if processes > 1 else ''}", "tasks/s", values,
-                note="8 threads per process")
-            for (partitions, processes), values in measured.items()]
+    return [
+        row(
+            NAME,
+            f"{partitions} partition{'s' if partitions > 1 else ''}",
+            "KafkaBroker",
+            f"{processes} process{'es' if processes > 1 else ''}",
+            "tasks/s",
+            values,
+            note="8 threads per process",
+        )
+        for (partitions, processes), values in measured.items()
+    ]
 
 
 def measure(ctx: Context, partitions: int, processes: int) -> float:

@@ -92,9 +92,27 @@ class Redis:
         port = free_port()
         with open(self.dir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.dir),
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait_for_port(port, 20, self.process)
         self.url = f"redis://127.0.0.1:{port}/0"
@@ -136,10 +154,22 @@ class Rabbitmq:
         }
         with open(self.dir / "server.log", "ab") as log:
             # Our own epmd, in the foreground, so that stopping it is ours to do.
-            self.epmd = subprocess.Popen([epmd, "-port", str(epmd_port)], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-            self.process = subprocess.Popen([RABBITMQ_SERVER], cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.epmd = subprocess.Popen(
+                [epmd, "-port", str(epmd_port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.process = subprocess.Popen(
+                [RABBITMQ_SERVER],
+                cwd=self.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             _wait_for_port(port, RABBITMQ_START_TIMEOUT, self.process)
         except ServiceUnavailable as e:

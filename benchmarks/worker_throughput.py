@@ -35,8 +35,11 @@ DRAMATIQ = ("kafka", "stub", "redis", "rabbitmq")
 SYSTEMS = (*DRAMATIQ, "celery", "celery-defaults", "raw")
 
 #: Display names of the systems that are no Dramatiq broker.
-OTHERS = {"celery": "Celery 5 on Kafka (polling_interval 0.01 s)", "celery-defaults": "Celery 5 on Kafka (defaults)",
-          "raw": "confluent-kafka Consumer (raw)"}
+OTHERS = {
+    "celery": "Celery 5 on Kafka (polling_interval 0.01 s)",
+    "celery-defaults": "Celery 5 on Kafka (defaults)",
+    "raw": "confluent-kafka Consumer (raw)",
+}
 
 #: How long one measurement may take before it counts as failed (s).
 TIMEOUT = 180
@@ -50,8 +53,15 @@ STALL = 3.0
 
 def messages(ctx: Context, system: str, threads: int) -> int:
     """Messages per measurement: enough for 1-4 s of work each (Celery is ~100x slower)."""
-    full = {"kafka": 20_000, "stub": 20_000, "redis": 5_000, "rabbitmq": 8_000, "celery": 2_000,
-            "celery-defaults": 300, "raw": 100_000}[system]
+    full = {
+        "kafka": 20_000,
+        "stub": 20_000,
+        "redis": 5_000,
+        "rabbitmq": 8_000,
+        "celery": 2_000,
+        "celery-defaults": 300,
+        "raw": 100_000,
+    }[system]
     return ctx.size(int(full), {"celery": 50, "celery-defaults": 10, "raw": 2_000}.get(system, 200))
 
 
@@ -94,15 +104,22 @@ def run(ctx: Context) -> list[dict]:
             if values and any(not math.isnan(v) for v in values):
                 rows.append(row(NAME, case, name, "throughput", "tasks/s", values, note=note))
             else:
-                rows.append(unavailable(NAME, case, name, note or "did not finish", metric="throughput", unit="tasks/s"))
+                rows.append(
+                    unavailable(NAME, case, name, note or "did not finish", metric="throughput", unit="tasks/s")
+                )
     return rows
 
 
 def measure_dramatiq(ctx: Context, kind: str, threads: int, count: int) -> float:
     """Returns tasks/s of one in-process Dramatiq worker on a fresh queue."""
-    broker = make_broker(kind, bootstrap_servers=ctx.bootstrap_servers, prefix=ctx.prefix(),
-                         redis_url=ctx.urls.get("redis"), rabbitmq_url=ctx.urls.get("rabbitmq"),
-                         confirm_delivery=False)
+    broker = make_broker(
+        kind,
+        bootstrap_servers=ctx.bootstrap_servers,
+        prefix=ctx.prefix(),
+        redis_url=ctx.urls.get("redis"),
+        rabbitmq_url=ctx.urls.get("rabbitmq"),
+        confirm_delivery=False,
+    )
     probe = Probe()
 
     def noop(n):
@@ -139,9 +156,26 @@ def measure_celery(ctx: Context, threads: int, count: int, variant: str) -> floa
     probe_dir.mkdir(parents=True)
     log = Path(ctx.workdir) / "logs" / f"celery-{queue}.log"
     worker = procs.start(
-        [ctx.bin("celery"), "-A", "benchmarks.celeryapp", "worker", "-P", "threads", "-c", str(threads), "-Q", queue,
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-        ctx.env(BENCH_CELERY_BROKER=url, BENCH_CELERY_VARIANT=variant, BENCH_PROBE_DIR=probe_dir), log)
+        [
+            ctx.bin("celery"),
+            "-A",
+            "benchmarks.celeryapp",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(threads),
+            "-Q",
+            queue,
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ],
+        ctx.env(BENCH_CELERY_BROKER=url, BENCH_CELERY_VARIANT=variant, BENCH_PROBE_DIR=probe_dir),
+        log,
+    )
     try:
         if not wait_progress(probe_dir, 1, TIMEOUT):
             raise RuntimeError(f"Celery ran no task; {procs.tail(log, 3)}")
@@ -174,5 +208,6 @@ def measure_raw(ctx: Context, count: int) -> float:
 
 def task_sized_record() -> bytes:
     """Returns a record as big as a no-op task's message."""
-    return dramatiq.Message(queue_name="noop_0123abcd", actor_name="noop", args=(123456,), kwargs={},
-                            options={}).encode()
+    return dramatiq.Message(
+        queue_name="noop_0123abcd", actor_name="noop", args=(123456,), kwargs={}, options={}
+    ).encode()

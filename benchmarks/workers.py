@@ -7,7 +7,6 @@ the sender's messages are the worker's.  The worker reports to its own probe fol
 from __future__ import annotations
 
 import json
-
 import time
 from pathlib import Path
 
@@ -40,8 +39,17 @@ class WorkerProcess:
       partitions(int): Partitions of the queue's topics (Kafka).
     """
 
-    def __init__(self, ctx: Context, kind: str, *, processes: int = 1, threads: int = 8, partitions: int = 4,
-                 name: str = "bench", consumer_config: dict | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        kind: str,
+        *,
+        processes: int = 1,
+        threads: int = 8,
+        partitions: int = 4,
+        name: str = "bench",
+        consumer_config: dict | None = None,
+    ) -> None:
         self.ctx = ctx
         self.kind = kind
         self.queue = ctx.queue(name)
@@ -49,22 +57,44 @@ class WorkerProcess:
         self.probe_dir = Path(ctx.workdir) / f"probe-{self.queue}"
         self.probe_dir.mkdir(parents=True)
         self.log = Path(ctx.workdir) / "logs" / f"worker-{self.queue}.log"
-        self.broker = make_broker(kind, bootstrap_servers=ctx.bootstrap_servers, prefix=self.prefix,
-                                  partitions=partitions, redis_url=ctx.urls.get("redis"),
-                                  rabbitmq_url=ctx.urls.get("rabbitmq"), confirm_delivery=True)
-        self.actors = {name: dramatiq.actor(_placeholder, actor_name=name, broker=self.broker, queue_name=self.queue,
-                                            max_retries=0) for name in ACTORS}
+        self.broker = make_broker(
+            kind,
+            bootstrap_servers=ctx.bootstrap_servers,
+            prefix=self.prefix,
+            partitions=partitions,
+            redis_url=ctx.urls.get("redis"),
+            rabbitmq_url=ctx.urls.get("rabbitmq"),
+            confirm_delivery=True,
+        )
+        self.actors = {
+            name: dramatiq.actor(
+                _placeholder, actor_name=name, broker=self.broker, queue_name=self.queue, max_retries=0
+            )
+            for name in ACTORS
+        }
         if kind == "kafka":
             self.broker.ensure_topics()
-        env = ctx.env(BENCH_BROKER=kind, BENCH_QUEUE=self.queue, BENCH_PARTITIONS=partitions,
-                      BENCH_PROBE_DIR=self.probe_dir, KAFKA_PREFIX=self.prefix)
+        env = ctx.env(
+            BENCH_BROKER=kind,
+            BENCH_QUEUE=self.queue,
+            BENCH_PARTITIONS=partitions,
+            BENCH_PROBE_DIR=self.probe_dir,
+            KAFKA_PREFIX=self.prefix,
+        )
         if consumer_config:
             env["BENCH_CONSUMER_CONFIG"] = json.dumps(consumer_config)
         if processes == 1:
             command = [ctx.python, "-m", "broker.worker", "benchmarks.workerapp", "--threads", str(threads)]
         else:
-            command = [ctx.bin("kafka-tasks"), "worker", "benchmarks.workerapp", "--processes", str(processes),
-                       "--threads", str(threads)]
+            command = [
+                ctx.bin("kafka-tasks"),
+                "worker",
+                "benchmarks.workerapp",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ]
         self.process = procs.start(command, env, self.log)
 
     def warm_up(self, messages: int = 10) -> None:
@@ -74,7 +104,9 @@ class WorkerProcess:
         try:
             join(self.broker, self.queue, START_TIMEOUT * 1000)
         except Exception as e:
-            raise RuntimeError(f"the worker did not start consuming ({type(e).__name__}); {procs.tail(self.log, 5)}") from None
+            raise RuntimeError(
+                f"the worker did not start consuming ({type(e).__name__}); {procs.tail(self.log, 5)}"
+            ) from None
         if not procs.alive(self.process):
             raise RuntimeError(f"the worker exited: {procs.tail(self.log, 5)}")
 

@@ -12,13 +12,18 @@ from .topics import MissingTopics
 
 __all__ = [
     # Brokers
-    "KafkaBroker", "PARTITION_KEY",
+    "KafkaBroker",
+    "PARTITION_KEY",
     # Results
-    "KafkaResultBackend", "ReplyRouting", "REPLY_PARTITION",
+    "KafkaResultBackend",
+    "ReplyRouting",
+    "REPLY_PARTITION",
     # Settings
-    "ConfigurationError", "KafkaSettings",
+    "ConfigurationError",
+    "KafkaSettings",
     # Errors
-    "DeliveryFailed", "MissingTopics",
+    "DeliveryFailed",
+    "MissingTopics",
     # Dead letters
     "DeadLetterInfo",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -67,12 +68,23 @@ class KafkaBroker(dramatiq.Broker):
         without being decoded; their dead letter keeps only their first bytes.
     """
 
-    def __init__(self, *, middleware=None, settings: KafkaSettings | None = None, partitions: int = 4,
-                 replication_factor: int = -1, retention_ms: int | None = None,
-                 dead_letter_retention_ms: int = DEAD_LETTER_RETENTION_MS, delay_tiers=DEFAULT_TIER_DELAYS,
-                 group_protocol: str = "classic", delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
-                 commit_interval_ms: int = 100, consumer_config: dict | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **settings_overrides) -> None:
+    def __init__(
+        self,
+        *,
+        middleware=None,
+        settings: KafkaSettings | None = None,
+        partitions: int = 4,
+        replication_factor: int = -1,
+        retention_ms: int | None = None,
+        dead_letter_retention_ms: int = DEAD_LETTER_RETENTION_MS,
+        delay_tiers=DEFAULT_TIER_DELAYS,
+        group_protocol: str = "classic",
+        delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
+        commit_interval_ms: int = 100,
+        consumer_config: dict | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        **settings_overrides,
+    ) -> None:
         if group_protocol not in ("classic", "consumer"):
             raise ValueError(f"group_protocol must be 'classic' or 'consumer', not {group_protocol!r}")
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
@@ -106,18 +118,12 @@ class KafkaBroker(dramatiq.Broker):
 
     def emit_before(self, signal: str, *args, **kwargs) -> None:
         """Dramatiq's, with a nacked message's span of follow-ups open (see :mod:`broker.followups`)."""
-        if signal in _FOLLOWED_BEFORE:
-            with FOLLOW_UPS.of(args[0]):
-                super().emit_before(signal, *args, **kwargs)
-        else:
+        with _follow_ups_of(args, signal in _FOLLOWED_BEFORE):
             super().emit_before(signal, *args, **kwargs)
 
     def emit_after(self, signal: str, *args, **kwargs) -> None:
         """Dramatiq's, with a processed message's span of follow-ups open (see :mod:`broker.followups`)."""
-        if signal in _FOLLOWED_AFTER:
-            with FOLLOW_UPS.of(args[0]):
-                super().emit_after(signal, *args, **kwargs)
-        else:
+        with _follow_ups_of(args, signal in _FOLLOWED_AFTER):
             super().emit_after(signal, *args, **kwargs)
 
     # Clients, created lazily in each process (librdkafka clients do not survive a fork) --------
@@ -135,7 +141,9 @@ class KafkaBroker(dramatiq.Broker):
         with self._lock:
             self._check_pid()
             if self._producer is None:
-                self._producer = DurableProducer(self.settings.client_config(), delivery_timeout_ms=self.delivery_timeout_ms)
+                self._producer = DurableProducer(
+                    self.settings.client_config(), delivery_timeout_ms=self.delivery_timeout_ms
+                )
             return self._producer
 
     @property
@@ -160,8 +168,13 @@ class KafkaBroker(dramatiq.Broker):
         if self.group_protocol == "consumer":
             config["group.protocol"] = "consumer"
         else:
-            config.update({"partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": 10_000,
-                           "heartbeat.interval.ms": 1_000})
+            config.update(
+                {
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 1_000,
+                }
+            )
         return {**config, **self.extra_consumer_config}
 
     # Topics -----------------------------------------------------------------------------------
@@ -172,10 +185,18 @@ class KafkaBroker(dramatiq.Broker):
         topic = self.settings.topic
         return [
             TopicSpec(topic(queue_name), self.partitions, self.replication_factor, main_config),
-            *(TopicSpec(topic(name), self.partitions, self.replication_factor, {"retention.ms": str(DELAY_RETENTION_MS)})
-              for name in self.tiers.topics(dq_name(queue_name))),
-            TopicSpec(topic(xq_name(queue_name)), 1, self.replication_factor,
-                      {"retention.ms": str(self.dead_letter_retention_ms)}),
+            *(
+                TopicSpec(
+                    topic(name), self.partitions, self.replication_factor, {"retention.ms": str(DELAY_RETENTION_MS)}
+                )
+                for name in self.tiers.topics(dq_name(queue_name))
+            ),
+            TopicSpec(
+                topic(xq_name(queue_name)),
+                1,
+                self.replication_factor,
+                {"retention.ms": str(self.dead_letter_retention_ms)},
+            ),
         ]
 
     def ensure_topics(self, queue_names=None) -> list[str]:
@@ -302,11 +323,17 @@ class KafkaBroker(dramatiq.Broker):
           DeliveryFailed: If Kafka did not acknowledge the dead letter.
         """
         topic, partition, offset = message.kafka_position
-        info = DeadLetterInfo.for_exception(exception, retries=message.options.get("retries", 0),
-                                            topic=topic, partition=partition, offset=offset)
+        info = DeadLetterInfo.for_exception(
+            exception, retries=message.options.get("retries", 0), topic=topic, partition=partition, offset=offset
+        )
         queue_name = q_name(message.queue_name)
-        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), _encode(message, self._max_record_bytes),
-                                  headers=info.headers()))
+        self.producer.send(
+            Record(
+                self.settings.topic(xq_name(queue_name)),
+                _encode(message, self._max_record_bytes),
+                headers=info.headers(),
+            )
+        )
         self._dead_letters[queue_name].append((message, exception))
 
     def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
@@ -314,11 +341,19 @@ class KafkaBroker(dramatiq.Broker):
         record over ``max_message_bytes``, only its first ``OVERSIZED_KEPT_BYTES``."""
         value = record.value() or b""
         cut = len(value) > max(self.max_message_bytes, OVERSIZED_KEPT_BYTES)
-        info = DeadLetterInfo(reason=reason, topic=record.topic(), partition=record.partition(), offset=record.offset(),
-                              dead_lettered_at=current_millis(), original_size=len(value) if cut else None)
+        info = DeadLetterInfo(
+            reason=reason,
+            topic=record.topic(),
+            partition=record.partition(),
+            offset=record.offset(),
+            dead_lettered_at=current_millis(),
+            original_size=len(value) if cut else None,
+        )
         queue_name = q_name(queue_name)
         kept = value[:OVERSIZED_KEPT_BYTES] if cut else value
-        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), kept, key=record.key(), headers=info.headers()))
+        self.producer.send(
+            Record(self.settings.topic(xq_name(queue_name)), kept, key=record.key(), headers=info.headers())
+        )
         logger.error("Dead-lettered a record of %s: %s", record.topic(), reason)
 
     @property
@@ -347,8 +382,14 @@ class KafkaBroker(dramatiq.Broker):
             for future in admin.list_consumer_group_offsets(request).values()
             for tp in future.result(30).topic_partitions
         }
-        ends = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}).items()}
-        starts = {tp: f.result(30).offset for tp, f in admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}).items()}
+        ends = {
+            tp: f.result(30).offset
+            for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}).items()
+        }
+        starts = {
+            tp: f.result(30).offset
+            for tp, f in admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}).items()
+        }
         for tp, end in ends.items():
             start = starts[tp]
             if max(committed.get((tp.topic, tp.partition), -1), start) < end:
@@ -435,6 +476,11 @@ class KafkaBroker(dramatiq.Broker):
 #: The hooks around which a message's follow-ups are owed by it (see :mod:`broker.followups`).
 _FOLLOWED_BEFORE = frozenset({"nack"})
 _FOLLOWED_AFTER = frozenset({"process_message", "skip_message", "nack"})
+
+
+def _follow_ups_of(args: tuple, followed: bool):
+    """The span of follow-ups of the message a hook is about (its first argument), if ``followed``."""
+    return FOLLOW_UPS.of(args[0]) if followed else contextlib.nullcontext()
 
 
 #: The most of Dramatiq's ``traceback`` option a record keeps: its end, where the exception is.

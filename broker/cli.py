@@ -56,14 +56,23 @@ def add_kafka_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default: 9092)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--data-dir", type=Path, default=Path("var/kafka"),
-                       help="where the broker keeps its data across restarts (default: var/kafka)")
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("var/kafka"),
+        help="where the broker keeps its data across restarts (default: var/kafka)",
+    )
     where.add_argument("--ephemeral", action="store_true", help="use a throwaway data folder, removed on exit")
-    parser.add_argument("--fetch-only", action="store_true",
-                        help="fetch and cache the Kafka jars with Maven, then exit")
-    parser.add_argument("--ssl-dir", type=Path, metavar="DIR",
-                        help="also serve TLS clients, with client certificates required (as Heroku does): DIR holds "
-                             "ca.pem (the CA of accepted client certificates), broker.pem and broker.key (PKCS#8)")
+    parser.add_argument(
+        "--fetch-only", action="store_true", help="fetch and cache the Kafka jars with Maven, then exit"
+    )
+    parser.add_argument(
+        "--ssl-dir",
+        type=Path,
+        metavar="DIR",
+        help="also serve TLS clients, with client certificates required (as Heroku does): DIR holds "
+        "ca.pem (the CA of accepted client certificates), broker.pem and broker.key (PKCS#8)",
+    )
     parser.add_argument("--ssl-port", type=int, metavar="PORT", help="the TLS port on 127.0.0.1 (default: --port + 1)")
     parser.set_defaults(func=_run_kafka)
 
@@ -95,16 +104,31 @@ def add_worker_command(subparsers: argparse._SubParsersAction) -> None:
         "worker",
         help="run worker processes for the actors of a module",
         description="Run Dramatiq workers on Kafka. One SIGTERM to the process group stops them cleanly "
-                    "within 25 s, as Heroku sends it.",
+        "within 25 s, as Heroku sends it.",
     )
-    parser.add_argument("module", metavar="MODULE[:ATTRIBUTE]",
-                        help="the module that declares the actors, and the broker or setup function in it "
-                             "(as Dramatiq's CLI takes them)")
+    parser.add_argument(
+        "module",
+        metavar="MODULE[:ATTRIBUTE]",
+        help="the module that declares the actors, and the broker or setup function in it "
+        "(as Dramatiq's CLI takes them)",
+    )
     parser.add_argument("--queues", "-Q", nargs="+", metavar="QUEUE", help="listen to these queues only")
-    parser.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="the number of worker processes (default: the number of CPUs)")
-    parser.add_argument("--threads", "-t", type=int, default=8, metavar="N",
-                        help="the number of worker threads per process (default: 8)")
+    parser.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="the number of worker processes (default: the number of CPUs)",
+    )
+    parser.add_argument(
+        "--threads",
+        "-t",
+        type=int,
+        default=8,
+        metavar="N",
+        help="the number of worker threads per process (default: 8)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
     parser.set_defaults(func=_run_worker)
 
@@ -124,21 +148,32 @@ def add_dlq_command(subparsers: argparse._SubParsersAction, *, default_module: s
         ``--module`` is not given; without one, ``--module`` is required.
     """
     parser = subparsers.add_parser(
-        "dlq", help="list a queue's dead letters, or replay them once their cause is fixed",
+        "dlq",
+        help="list a queue's dead letters, or replay them once their cause is fixed",
         description="Read a queue's dead-letter topic (<queue>.XQ) and send dead messages back to the queue.",
     )
     commands = parser.add_subparsers(dest="dlq_command", required=True)
     module_help = "the module that sets up the broker, as MODULE[:ATTRIBUTE]" + (
-        f" (default: {default_module})" if default_module else "")
+        f" (default: {default_module})" if default_module else ""
+    )
     listing = commands.add_parser("list", help="list the dead letters of a queue, oldest first")
     replaying = commands.add_parser(
-        "replay", help="send dead messages back to their queue (each once; skips those already replayed)")
-    replaying.add_argument("--id", dest="ids", metavar="ID", action="append", type=lambda text: text.split(","),
-                           help="a dead letter to replay, by the ID that `dlq list` prints; repeat it, or separate "
-                                "IDs with commas (default: every one)")
+        "replay", help="send dead messages back to their queue (each once; skips those already replayed)"
+    )
+    replaying.add_argument(
+        "--id",
+        dest="ids",
+        metavar="ID",
+        action="append",
+        type=lambda text: text.split(","),
+        help="a dead letter to replay, by the ID that `dlq list` prints; repeat it, or separate "
+        "IDs with commas (default: every one)",
+    )
     for command, func in ((listing, _run_dlq_list), (replaying, _run_dlq_replay)):
         command.add_argument("queue", help="the queue name, as actors declare it")
-        command.add_argument("--module", "-m", default=default_module, required=default_module is None, help=module_help)
+        command.add_argument(
+            "--module", "-m", default=default_module, required=default_module is None, help=module_help
+        )
         command.set_defaults(func=func)
 
 
@@ -153,7 +188,9 @@ def _dlq_broker(module: str):
     except ImportError:
         broker = None
     if not isinstance(broker, KafkaBroker):
-        raise DeadLetterError(f"module {module} set no KafkaBroker as Dramatiq's broker (found {type(broker).__name__})")
+        raise DeadLetterError(
+            f"module {module} set no KafkaBroker as Dramatiq's broker (found {type(broker).__name__})"
+        )
     return broker
 
 
@@ -170,8 +207,9 @@ def _run_dlq(args: argparse.Namespace, action) -> int:
         from .topics import MissingTopics
 
         known = isinstance(e, (DeadLetterError, DeliveryFailed, ConfigurationError, MissingTopics))
-        print(f"kafka-tasks dlq {args.dlq_command}: error: {'' if known else type(e).__name__ + ': '}{e}",
-              file=sys.stderr)
+        print(
+            f"kafka-tasks dlq {args.dlq_command}: error: {'' if known else type(e).__name__ + ': '}{e}", file=sys.stderr
+        )
         return 1
     finally:
         if broker is not None:

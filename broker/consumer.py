@@ -17,8 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import count
-from typing import Callable
 
 import dramatiq
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -219,7 +219,9 @@ class KafkaConsumer(dramatiq.Consumer):
                 wait_ms = 0
             batch = max(1, min(self.read_ahead - len(self._buffer), MAX_BATCH))
             try:
-                poll_batch(self._consumer, batch, wait_ms / 1000, lambda records: self._buffer.extend(self._valid(records)))
+                poll_batch(
+                    self._consumer, batch, wait_ms / 1000, lambda records: self._buffer.extend(self._valid(records))
+                )
             except KafkaException as e:
                 raise ConnectionClosed(e) from None
             self._last_poll = time.monotonic()
@@ -345,8 +347,9 @@ class DelayConsumer(KafkaConsumer):
     :mod:`broker.delays`.
     """
 
-    def __init__(self, broker, queue_name: str, tiers: DelayTiers, topics: list[str], group_id: str,
-                 prefetch: int, timeout: int) -> None:
+    def __init__(
+        self, broker, queue_name: str, tiers: DelayTiers, topics: list[str], group_id: str, prefetch: int, timeout: int
+    ) -> None:
         self.tiers = tiers
         self._tier_of_topic = {broker.settings.topic(tier.topic(queue_name)): tier for tier in tiers.tiers}
         self._held: dict[tuple[str, int], int] = {}

@@ -54,8 +54,9 @@ class DeadLetterInfo:
     original_size: int | None = None
 
     @classmethod
-    def for_exception(cls, exception: BaseException | None, *, retries: int, topic: str, partition: int,
-                      offset: int) -> DeadLetterInfo:
+    def for_exception(
+        cls, exception: BaseException | None, *, retries: int, topic: str, partition: int, offset: int
+    ) -> DeadLetterInfo:
         """Builds the info for a message whose actor failed with ``exception``."""
         if exception is None:
             reason = "rejected"
@@ -64,8 +65,16 @@ class DeadLetterInfo:
             exception_type = type(exception).__name__
             exception_message = str(exception)[:MAX_TEXT]
             reason = f"{exception_type}: {exception_message}"[:MAX_TEXT]
-        return cls(reason=reason, topic=topic, partition=partition, offset=offset, exception_type=exception_type,
-                   exception_message=exception_message, retries=retries, dead_lettered_at=int(time.time() * 1000))
+        return cls(
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            exception_type=exception_type,
+            exception_message=exception_message,
+            retries=retries,
+            dead_lettered_at=int(time.time() * 1000),
+        )
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Returns the info as Kafka record headers."""

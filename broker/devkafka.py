@@ -224,7 +224,9 @@ def kafka_classpath() -> str:
     if kafka_home:
         libs = Path(kafka_home) / "libs"
         if not any(libs.glob("kafka_2.13-*.jar")):
-            raise LocalKafkaError(f"KAFKA_HOME={kafka_home} is not an unpacked Apache Kafka distribution (no libs/kafka_2.13-*.jar)")
+            raise LocalKafkaError(
+                f"KAFKA_HOME={kafka_home} is not an unpacked Apache Kafka distribution (no libs/kafka_2.13-*.jar)"
+            )
         return f"{libs}/*"
     return f"{fetch_jars()}/*"
 
@@ -241,16 +243,22 @@ def fetch_jars() -> Path:
     mvn = shutil.which("mvn")
     if not mvn:
         raise LocalKafkaError(
-            f"Maven (mvn) is needed once to fetch Apache Kafka {KAFKA_VERSION}, and no jars are cached in {libs.parent}; "
-            "install Maven, or set KAFKA_HOME to an unpacked Kafka"
+            f"Maven (mvn) is needed once to fetch Apache Kafka {KAFKA_VERSION}, and no jars are cached in "
+            f"{libs.parent}; install Maven, or set KAFKA_HOME to an unpacked Kafka"
         )
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     pom = resources.files("broker") / "data" / "kafka-pom.xml"
     with resources.as_file(pom) as pom_path:
         command = [
-            mvn, "-B", "-q", "-f", str(pom_path), "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom_path),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
         ]
         print(f"Fetching Apache Kafka {KAFKA_VERSION} with Maven (once) ...", file=sys.stderr)
         result = subprocess.run(command, capture_output=True, text=True)
@@ -271,7 +279,9 @@ def check_port_free(port: int) -> None:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            raise LocalKafkaError(f"port {port} on 127.0.0.1 is already in use; stop what uses it or pass --port") from None
+            raise LocalKafkaError(
+                f"port {port} on 127.0.0.1 is already in use; stop what uses it or pass --port"
+            ) from None
 
 
 def free_port() -> int:
@@ -325,7 +335,9 @@ class LocalKafka:
         java = find_java()
         classpath = kafka_classpath()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = BrokerConfig(port=self.port, controller_port=free_port(), data_dir=self.data_dir.resolve(), tls=self.tls)
+        config = BrokerConfig(
+            port=self.port, controller_port=free_port(), data_dir=self.data_dir.resolve(), tls=self.tls
+        )
         properties = self.data_dir / "server.properties"
         properties.touch(mode=0o600)  # It may hold the broker's private key.
         properties.chmod(0o600)
@@ -335,26 +347,39 @@ class LocalKafka:
         jvm = [
             java,
             *os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS).split(),
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             f"-Dkafka.logs.file={self.log_file}",
-            "-cp", classpath,
+            "-cp",
+            classpath,
         ]
         if not (config.data_dir / "logs" / "meta.properties").exists():
             self._format(jvm, properties)
         with open(self.data_dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
                 [*jvm, "kafka.Kafka", str(properties)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
         self._wait_until_ready()
 
     def _format(self, jvm: list[str], properties: Path) -> None:
         command = [
-            *jvm, "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(),
-            "--config", str(properties), "--feature", "share.version=1", "--ignore-formatted",
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(properties),
+            "--feature",
+            "share.version=1",
+            "--ignore-formatted",
         ]
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
@@ -445,15 +470,19 @@ def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None) -> 
         print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
         return 1
     ssl = "" if tls is None else f", TLS with client certificates at 127.0.0.1:{tls.port}"
-    print(f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers}{ssl} "
-          f"(started in {time.monotonic() - started:.1f}s; data {kafka.data_dir}; log {kafka.log_file})", flush=True)
+    print(
+        f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers}{ssl} "
+        f"(started in {time.monotonic() - started:.1f}s; data {kafka.data_dir}; log {kafka.log_file})",
+        flush=True,
+    )
     try:
         while not stopping and kafka.process.poll() is None:
             time.sleep(0.2)
         if kafka.process.poll() is not None and not stopping:
             print(kafka.log_tail(), file=sys.stderr)
-            print(f"kafka-tasks kafka: error: the broker exited with status {kafka.process.returncode}",
-                  file=sys.stderr)
+            print(
+                f"kafka-tasks kafka: error: the broker exited with status {kafka.process.returncode}", file=sys.stderr
+            )
             kafka.stop()
             return 1
     finally:

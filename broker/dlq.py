@@ -96,8 +96,16 @@ class DeadLetter:
                 message = dramatiq.Message.decode(value or b"")
             except Exception as e:
                 decode_error = f"{type(e).__name__}: {e}"
-        return cls(id=dead_letter_id(partition, offset), partition=partition, offset=offset, timestamp=timestamp,
-                   info=info, value=value or b"", message=message, decode_error=decode_error)
+        return cls(
+            id=dead_letter_id(partition, offset),
+            partition=partition,
+            offset=offset,
+            timestamp=timestamp,
+            info=info,
+            value=value or b"",
+            message=message,
+            decode_error=decode_error,
+        )
 
     @property
     def reason(self) -> str:
@@ -137,9 +145,12 @@ class ReplayMarker:
     def decode(cls, key: bytes, value: bytes) -> ReplayMarker:
         """Raises: ValueError, KeyError or TypeError if the record is no marker."""
         data = json.loads(value)
-        return cls(id=key.decode(), message_id=str(data["message_id"]),
-                   ends={int(partition): int(end) for partition, end in data["ends"].items()},
-                   replayed_at=int(data.get("replayed_at", 0)))
+        return cls(
+            id=key.decode(),
+            message_id=str(data["message_id"]),
+            ends={int(partition): int(end) for partition, end in data["ends"].items()},
+            replayed_at=int(data.get("replayed_at", 0)),
+        )
 
     def covers(self, letter: DeadLetter) -> bool:
         """Tells whether replaying this marker's message also dealt with ``letter``."""
@@ -181,21 +192,27 @@ def fresh_message(message: dramatiq.Message, queue_name: str) -> dramatiq.Messag
     timestamp (so an age limit counts from the replay)."""
     now = current_millis()
     options = {name: value for name, value in message.options.items() if name not in RESET_OPTIONS}
-    return dramatiq.Message(queue_name=q_name(queue_name), actor_name=message.actor_name, args=message.args,
-                            kwargs=message.kwargs, options={**options, REPLAYED_OPTION: now},
-                            message_id=message.message_id, message_timestamp=now)
+    return dramatiq.Message(
+        queue_name=q_name(queue_name),
+        actor_name=message.actor_name,
+        args=message.args,
+        kwargs=message.kwargs,
+        options={**options, REPLAYED_OPTION: now},
+        message_id=message.message_id,
+        message_timestamp=now,
+    )
 
 
 def mark_replayed(letters: list[DeadLetter], markers: list[ReplayMarker]) -> list[DeadLetter]:
     """Returns the dead letters with ``replayed`` set from the markers."""
     return [
-        letter if letter.message is None else
-        replace(letter, replayed=any(marker.covers(letter) for marker in markers))
+        letter if letter.message is None else replace(letter, replayed=any(marker.covers(letter) for marker in markers))
         for letter in letters
     ]
 
 
 # Kafka ----------------------------------------------------------------------------------------
+
 
 def dead_letter_topic(broker, queue_name: str) -> str:
     """Returns the full name of a queue's dead-letter topic."""
@@ -220,11 +237,13 @@ def _read_dead_letters(broker, queue_name: str, timeout: float) -> tuple[list[De
     topic = dead_letter_topic(broker, queue_name)
     existing = broker.admin.list_topics(timeout=timeout).topics
     if topic not in existing:
-        raise DeadLetterError(f"there is no dead-letter topic {topic}: is {q_name(queue_name)!r} a queue here "
-                              "(and KAFKA_PREFIX right)?")
+        raise DeadLetterError(
+            f"there is no dead-letter topic {topic}: is {q_name(queue_name)!r} a queue here (and KAFKA_PREFIX right)?"
+        )
     records, ends = read_to_end(broker, topic, timeout=timeout)
-    letters = [DeadLetter.from_record(r.partition(), r.offset(), r.value(), r.headers(), r.timestamp()[1])
-               for r in records]
+    letters = [
+        DeadLetter.from_record(r.partition(), r.offset(), r.value(), r.headers(), r.timestamp()[1]) for r in records
+    ]
     markers = []
     replayed = marker_topic(broker, queue_name)
     if replayed in existing:
@@ -245,13 +264,15 @@ def read_to_end(broker, topic: str, *, timeout: float = READ_TIMEOUT) -> tuple[l
     Raises:
       DeadLetterError: If the end is not reached within ``timeout`` seconds, saying where it stopped.
     """
-    consumer = Consumer({
-        **broker.settings.client_config(),
-        # Never joined: partitions are assigned, and nothing is committed.
-        "group.id": broker.settings.group("kafka-tasks-dlq"),
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            **broker.settings.client_config(),
+            # Never joined: partitions are assigned, and nothing is committed.
+            "group.id": broker.settings.group("kafka-tasks-dlq"),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         deadline = time.monotonic() + timeout
         metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
@@ -284,7 +305,11 @@ def read_to_end(broker, topic: str, *, timeout: float = READ_TIMEOUT) -> tuple[l
 
 
 #: The errors of a topic that was created a moment ago and has no leader yet.
-_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
@@ -322,7 +347,9 @@ def replay(broker, queue_name: str, ids=None, *, timeout: float = READ_TIMEOUT) 
             raise DeadLetterError(str(e)) from None
         unknown = [text for text in wanted if text not in by_id]
         if unknown:
-            raise DeadLetterError(f"no dead letter with id {', '.join(unknown)} in {dead_letter_topic(broker, queue_name)}")
+            raise DeadLetterError(
+                f"no dead letter with id {', '.join(unknown)} in {dead_letter_topic(broker, queue_name)}"
+            )
         selected = [by_id[text] for text in wanted]
     replayed, skipped, sent = [], [], {}
     for letter in selected:
@@ -337,9 +364,21 @@ def replay(broker, queue_name: str, ids=None, *, timeout: float = READ_TIMEOUT) 
             replayed.append(letter)
     if replayed:
         topic = marker_topic(broker, queue_name)
-        ensure_topics(broker.admin, [TopicSpec(topic, 1, broker.replication_factor, {
-            "cleanup.policy": "compact,delete", "retention.ms": str(broker.dead_letter_retention_ms),
-        })], timeout=timeout)
+        ensure_topics(
+            broker.admin,
+            [
+                TopicSpec(
+                    topic,
+                    1,
+                    broker.replication_factor,
+                    {
+                        "cleanup.policy": "compact,delete",
+                        "retention.ms": str(broker.dead_letter_retention_ms),
+                    },
+                )
+            ],
+            timeout=timeout,
+        )
         broker.declare_queue(queue_name)
         for letter in replayed:
             # One at a time: a marker is written only once its message is stored.
@@ -362,10 +401,20 @@ def render_table(letters: list[DeadLetter]) -> str:
     for letter in letters:
         reason = " ".join(letter.reason.split())
         if len(reason) > MAX_REASON_WIDTH:
-            reason = reason[:MAX_REASON_WIDTH - 3] + "..."
-        when = dt.datetime.fromtimestamp(letter.timestamp / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        rows.append((letter.id, when, letter.actor_name or "-", letter.message_id or "-",
-                     str(letter.info.retries if letter.info else "-"), "yes" if letter.replayed else "no", reason))
+            reason = reason[: MAX_REASON_WIDTH - 3] + "..."
+        when = dt.datetime.fromtimestamp(letter.timestamp / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append(
+            (
+                letter.id,
+                when,
+                letter.actor_name or "-",
+                letter.message_id or "-",
+                str(letter.info.retries if letter.info else "-"),
+                "yes" if letter.replayed else "no",
+                reason,
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip() for row in rows
+    )

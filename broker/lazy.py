@@ -12,7 +12,8 @@ it runs its function, as calling an actor does.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 
@@ -33,8 +34,16 @@ class LazyActor:
       options(dict): Its options, checked by the broker's middleware when bound.
     """
 
-    def __init__(self, fn: Callable, *, actor_class=dramatiq.Actor, actor_name: str | None = None,
-                 queue_name: str = "default", priority: int = 0, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        actor_class=dramatiq.Actor,
+        actor_name: str | None = None,
+        queue_name: str = "default",
+        priority: int = 0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.fn = fn
         self.actor_class = actor_class
         self.actor_name = actor_name or fn.__name__
@@ -59,9 +68,15 @@ class LazyActor:
             existing.options.update(options)
             self._bound = existing
         else:
-            self._bound = dramatiq.actor(self.fn, broker=broker, actor_class=self.actor_class,
-                                         actor_name=self.actor_name, queue_name=self.queue_name,
-                                         priority=self.priority, **{**self.declared_options, **options})
+            self._bound = dramatiq.actor(
+                self.fn,
+                broker=broker,
+                actor_class=self.actor_class,
+                actor_name=self.actor_name,
+                queue_name=self.queue_name,
+                priority=self.priority,
+                **{**self.declared_options, **options},
+            )
         return self._bound
 
     @property
@@ -72,8 +87,10 @@ class LazyActor:
           ActorNotBound: If it was never bound.
         """
         if self._bound is None:
-            raise ActorNotBound(f"actor {self.actor_name!r} has no broker yet: build the application's broker "
-                                "(which binds its actors) before sending")
+            raise ActorNotBound(
+                f"actor {self.actor_name!r} has no broker yet: build the application's broker "
+                "(which binds its actors) before sending"
+            )
         return self._bound
 
     def __getattr__(self, name: str):
@@ -95,8 +112,16 @@ class Actors:
     def __init__(self) -> None:
         self._actors: dict[str, LazyActor] = {}
 
-    def actor(self, fn: Callable | None = None, *, actor_class=dramatiq.Actor, actor_name: str | None = None,
-              queue_name: str = "default", priority: int = 0, **options):
+    def actor(
+        self,
+        fn: Callable | None = None,
+        *,
+        actor_class=dramatiq.Actor,
+        actor_name: str | None = None,
+        queue_name: str = "default",
+        priority: int = 0,
+        **options,
+    ):
         """Declares an actor, as ``@dramatiq.actor`` does but with no broker yet.
 
         Returns:
@@ -107,8 +132,14 @@ class Actors:
         """
 
         def declare(fn: Callable) -> LazyActor:
-            lazy = LazyActor(fn, actor_class=actor_class, actor_name=actor_name, queue_name=queue_name,
-                             priority=priority, options=options)
+            lazy = LazyActor(
+                fn,
+                actor_class=actor_class,
+                actor_name=actor_name,
+                queue_name=queue_name,
+                priority=priority,
+                options=options,
+            )
             if lazy.actor_name in self._actors:
                 raise ValueError(f"an actor named {lazy.actor_name!r} is already declared")
             self._actors[lazy.actor_name] = lazy

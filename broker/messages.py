@@ -18,13 +18,27 @@ import dramatiq
 from dramatiq.errors import ActorNotFound
 
 #: The fields of a message, and the types Dramatiq's worker relies on.
-FIELDS = {"queue_name": str, "actor_name": str, "args": tuple, "kwargs": dict, "options": dict, "message_id": str,
-          "message_timestamp": Real}
+FIELDS = {
+    "queue_name": str,
+    "actor_name": str,
+    "args": tuple,
+    "kwargs": dict,
+    "options": dict,
+    "message_id": str,
+    "message_timestamp": Real,
+}
 
 #: Options Dramatiq or its middleware do arithmetic with: numbers when present.  ``eta`` and
 #: ``retries`` have no default to fall back on, so they may not be null either.
-NUMERIC_OPTIONS = {"eta": False, "retries": False, "max_retries": True, "min_backoff": True, "max_backoff": True,
-                   "time_limit": True, "max_age": True}
+NUMERIC_OPTIONS = {
+    "eta": False,
+    "retries": False,
+    "max_retries": True,
+    "min_backoff": True,
+    "max_backoff": True,
+    "time_limit": True,
+    "max_age": True,
+}
 
 
 class BadMessage(ValueError):
@@ -62,12 +76,18 @@ def decode(value: bytes | None, *, queue_name: str, broker: dramatiq.Broker) -> 
     return message
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signature(fn) -> inspect.Signature:
     return inspect.signature(fn)
 
 
 def _json_type(value) -> str:
-    names = {type(None): "null", bool: "a boolean", str: "a string", dict: "an object", tuple: "an array",
-             list: "an array"}
+    names = {
+        type(None): "null",
+        bool: "a boolean",
+        str: "a string",
+        dict: "an object",
+        tuple: "an array",
+        list: "an array",
+    }
     return names.get(type(value), "a number" if isinstance(value, Real) else type(value).__name__)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Hashable
 from itertools import count
-from typing import Hashable
 
 #: A partition key, in practice ``(topic, partition)``.
 Partition = Hashable
@@ -44,7 +44,7 @@ class ContiguousOffsets:
         Raises:
           ValueError: If ``offset`` is not greater than every offset added before.
         """
-        if self._pending and offset <= self._pending[-1] or self._next is not None and offset < self._next:
+        if (self._pending and offset <= self._pending[-1]) or (self._next is not None and offset < self._next):
             raise ValueError(f"offset {offset} added out of order")
         self._pending.append(offset)
         self._unfinished.add(offset)
@@ -132,7 +132,8 @@ class OffsetTracker:
         """Returns the positions that moved since they were last marked committed."""
         with self._lock:
             return {
-                partition: position for partition, position in self._positions(None).items()
+                partition: position
+                for partition, position in self._positions(None).items()
                 if position != self._committed.get(partition)
             }
 

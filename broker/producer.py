@@ -70,9 +70,8 @@ class Acknowledgements:
     """Collects the delivery reports of one batch of records; its sender waits once for all of them.
 
     A ``concurrent.futures.Future`` per record, and ``wait()`` over them, cost more CPU than the
-    send itself (a ``Condition`` per record, a waiter installed in each): with 8 threads sending,
-    ~125 µs per record against ~75 µs with one lock per batch, and a 1,000-record batch twice as
-    fast.  The reports arrive on whichever thread polls the producer.
+    send itself (a ``Condition`` per record, a waiter installed in each; measured in
+    ``docs/benchmarks.md``).  The reports arrive on whichever thread polls the producer.
 
     Parameters:
       topics(list[str]): The topic of each record, in order, to name it in errors.
@@ -114,8 +113,9 @@ class Acknowledgements:
           DeliveryFailed: If a record was not acknowledged, or not every report arrived in time.
         """
         if not self._all_reported.acquire(timeout=timeout):
-            raise DeliveryFailed(f"{self._pending} of {len(self._topics)} records had no delivery report "
-                                 f"within {timeout:g} s")
+            raise DeliveryFailed(
+                f"{self._pending} of {len(self._topics)} records had no delivery report within {timeout:g} s"
+            )
         if self._error is not None:
             raise self._error
         return self._positions
@@ -142,8 +142,7 @@ class DurableProducer:
         self._config = {
             # Every send waits for its acknowledgement, so lingering only adds latency: librdkafka
             # still batches what queues up while a request is in flight, and bulk sends arrive
-            # together.  (Against 1 ms, by hand: single sends p50 0.6-0.8 ms instead of 2.4 ms,
-            # HTTP sign-ups 800-990/s instead of 630-785/s, bulk sends about the same.)
+            # together (measured against 1 ms in docs/benchmarks.md).
             "linger.ms": 0,
             # Kafka's own default limit, not librdkafka's smaller 1,000,000: what a consumer hands
             # out (broker.broker.DEFAULT_MAX_MESSAGE_BYTES) must fit again with a retry's traceback.

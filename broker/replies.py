@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -121,18 +121,20 @@ class ReplyListener:
     def __init__(self, config: dict, topic: str, book: ReplyBook) -> None:
         self.topic = topic
         self.book = book
-        self._consumer = Consumer({
-            **config,
-            # Never used to join a group: partitions are assigned, and nothing is committed.
-            "group.id": "kafka-tasks-reply-listener",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": False,
-            # Only reached if a start offset is ever invalid: reading more beats missing a reply.
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
-            "fetch.queue.backoff.ms": 0,
-        })
+        self._consumer = Consumer(
+            {
+                **config,
+                # Never used to join a group: partitions are assigned, and nothing is committed.
+                "group.id": "kafka-tasks-reply-listener",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": False,
+                # Only reached if a start offset is ever invalid: reading more beats missing a reply.
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+                "fetch.queue.backoff.ms": 0,
+            }
+        )
         self._lock = threading.Condition()
         #: partition -> the earliest record timestamp (ms) this listener has read it from.
         self._watched_since: dict[int, int] = {}
@@ -144,8 +146,9 @@ class ReplyListener:
         self._thread = threading.Thread(target=self._run, name="kafka-reply-listener", daemon=True)
         self._thread.start()
 
-    def watch(self, partition: int, since_ms: int, *, reread: bool = False, wait_caught_up: float = 0,
-              patience: float = 30) -> bool:
+    def watch(
+        self, partition: int, since_ms: int, *, reread: bool = False, wait_caught_up: float = 0, patience: float = 30
+    ) -> bool:
         """Makes sure ``partition`` is read from ``since_ms`` on (epoch ms, minus clock skew).
 
         Parameters:
@@ -169,8 +172,8 @@ class ReplyListener:
             end = self._end_offset(partition) if wait_caught_up else None
             deadline = time.monotonic() + max(wait_caught_up, 0 if covered else patience)
             while not self._closed and (
-                not covered and self._served < ticket
-                or end is not None and self._caught_up.get(partition, -1) < end
+                (not covered and self._served < ticket)
+                or (end is not None and self._caught_up.get(partition, -1) < end)
             ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -180,7 +183,9 @@ class ReplyListener:
 
     def _end_offset(self, partition: int) -> int:
         try:
-            return self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5, cached=False)[1]
+            return self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5, cached=False)[
+                1
+            ]
         except KafkaException:
             return -1
 
@@ -213,7 +218,9 @@ class ReplyListener:
                     self._file(record, now)
                 except Exception:
                     # This thread serves every waiter of the process: one bad record must not stop it.
-                    logger.exception("Skipped result record %s/%d/%d.", record.topic(), record.partition(), record.offset())
+                    logger.exception(
+                        "Skipped result record %s/%d/%d.", record.topic(), record.partition(), record.offset()
+                    )
             self._note_progress(progress)
             if time.monotonic() - last_expiry > 10:
                 self.book.expire(now)
@@ -244,14 +251,18 @@ class ReplyListener:
             wanted[partition] = min(since_ms, wanted.get(partition, since_ms))
         # A topic created a moment ago may have no leaders yet; assigning it then can stall.
         metadata = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        if metadata is None or metadata.error is not None or any(
-            metadata.partitions.get(p) is None or metadata.partitions[p].leader < 0 for p in wanted
+        if (
+            metadata is None
+            or metadata.error is not None
+            or any(metadata.partitions.get(p) is None or metadata.partitions[p].leader < 0 for p in wanted)
         ):
             raise KafkaException(f"the results topic {self.topic} is not ready")
         # The ends are read before the lookup: a reply written between the two is then at or after
         # its partition's end, never skipped.  (Read after, an end could already be past it.)
-        ends = {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)[1]
-                for p in wanted}
+        ends = {
+            p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)[1]
+            for p in wanted
+        }
         lookups = [TopicPartition(self.topic, p, max(ts, 0)) for p, ts in wanted.items()]
         offsets = self._consumer.offsets_for_times(lookups, timeout=10)
         fresh, rewind = [], []
@@ -277,7 +288,7 @@ class ReplyListener:
         if fresh or rewind:
             self._consumer.incremental_assign(fresh + rewind)
         with self._lock:
-            del self._requests[:len(requests)]
+            del self._requests[: len(requests)]
             self._served += len(requests)
             for partition, since_ms in wanted.items():
                 self._watched_since[partition] = min(since_ms, self._watched_since.get(partition, since_ms))

@@ -62,9 +62,18 @@ class KafkaResultBackend(ResultBackend):
       encoder(Encoder): How results are serialized (Dramatiq's JSON encoder by default).
     """
 
-    def __init__(self, *, settings: KafkaSettings | None = None, namespace: str = "dramatiq-results",
-                 topic: str = "dramatiq-results", partitions: int = 16, replication_factor: int = -1,
-                 result_ttl: int = DEFAULT_RESULT_TTL, encoder=None, **settings_overrides) -> None:
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings | None = None,
+        namespace: str = "dramatiq-results",
+        topic: str = "dramatiq-results",
+        partitions: int = 16,
+        replication_factor: int = -1,
+        result_ttl: int = DEFAULT_RESULT_TTL,
+        encoder=None,
+        **settings_overrides,
+    ) -> None:
         super().__init__(namespace=namespace, encoder=encoder)
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
         self.topic = self.settings.topic(topic)
@@ -110,6 +119,9 @@ class KafkaResultBackend(ResultBackend):
     @property
     def listener(self) -> ReplyListener:
         """This process's reply listener, started on first use, reading its reply partition."""
+        return self._listen()
+
+    def _listen(self) -> ReplyListener:
         self._clients()
         with self._lock:
             if self._listener is None:
@@ -129,7 +141,7 @@ class KafkaResultBackend(ResultBackend):
 
     def expect(self, message: dramatiq.Message, ttl: int | None = None) -> int:
         """Registers interest in a message's result before it is sent; returns the reply partition."""
-        self.listener  # noqa: B018 - starts reading the reply partition before the message leaves
+        self._listen()  # reading the reply partition before the message leaves
         self._book.want(self.build_message_key(message), _now() + (ttl or self.result_ttl), expected=True)
         return self._reply_partition
 
@@ -162,9 +174,13 @@ class KafkaResultBackend(ResultBackend):
     def _send(self, message, wrapped, ttl: int, *, once: str | None = None) -> None:
         self._clients()
         key = self.build_message_key(message)
-        record = Record(self.topic, self.encoder.encode(wrapped), key=key.encode(),
-                        headers=[(EXPIRES_HEADER, str(_now() + ttl).encode())],
-                        partition=self._partition_for(message, key))
+        record = Record(
+            self.topic,
+            self.encoder.encode(wrapped),
+            key=key.encode(),
+            headers=[(EXPIRES_HEADER, str(_now() + ttl).encode())],
+            partition=self._partition_for(message, key),
+        )
         # Dramatiq's Results middleware only logs a refusal; the message being processed owes it.
         FOLLOW_UPS.send(functools.partial(self._producer.send, record), once=once)
 
@@ -181,8 +197,9 @@ class KafkaResultBackend(ResultBackend):
         # Sent by another process, or before this one listened, or the key was forgotten: its
         # result may have been read and dropped, so read its partition again from the message on.
         # Once that is under way, the key counts as expected: its result cannot be dropped now.
-        elif listener.watch(partition, message.message_timestamp, reread=True, wait_caught_up=caught_up,
-                            patience=patience):
+        elif listener.watch(
+            partition, message.message_timestamp, reread=True, wait_caught_up=caught_up, patience=patience
+        ):
             self._book.want(key, expires_at, expected=True)
         return key
 
@@ -229,7 +246,9 @@ class KafkaResultBackend(ResultBackend):
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         deadline = time.monotonic() + timeout / 1000
         loop = asyncio.get_running_loop()
-        key = await loop.run_in_executor(None, lambda: self._prepare_wait(message, caught_up=0, patience=timeout / 1000))
+        key = await loop.run_in_executor(
+            None, lambda: self._prepare_wait(message, caught_up=0, patience=timeout / 1000)
+        )
         future = loop.create_future()
 
         def wake(value: bytes) -> None:
@@ -242,7 +261,7 @@ class KafkaResultBackend(ResultBackend):
         if value is None:
             try:
                 value = await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ResultTimeout(message) from None
             finally:
                 self._book.cancel(key, wake)  # also when cancelled: a waiter left behind never expires

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 #: The values librdkafka accepts for ``security.protocol``.
 SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
@@ -142,27 +143,38 @@ class KafkaSettings:
 
         if protocol in ("sasl_plaintext", "sasl_ssl"):
             if mechanism is None:
-                raise ConfigurationError(f"{_names('sasl_mechanism')} is required with security protocol {protocol}; "
-                                         f"expected one of {', '.join(SASL_MECHANISMS)}.")
+                raise ConfigurationError(
+                    f"{_names('sasl_mechanism')} is required with security protocol {protocol}; "
+                    f"expected one of {', '.join(SASL_MECHANISMS)}."
+                )
             # OAUTHBEARER gets its token from sasl.oauthbearer.* settings instead.
             if mechanism != "OAUTHBEARER":
                 for name, value in (("sasl_username", username), ("sasl_password", password)):
                     if not value:
                         raise ConfigurationError(f"{_names(name)} is required for SASL mechanism {mechanism}.")
         elif sasl_given:
-            raise ConfigurationError(f"SASL settings need protocol sasl_ssl or sasl_plaintext; {protocol_source} is {protocol}.")
+            raise ConfigurationError(
+                f"SASL settings need protocol sasl_ssl or sasl_plaintext; {protocol_source} is {protocol}."
+            )
         if uses_certs and protocol in ("plaintext", "sasl_plaintext"):
             raise ConfigurationError(f"Certificates need protocol ssl or sasl_ssl; {protocol_source} is {protocol}.")
 
         prefix, prefix_source = read("prefix")
         prefix = "" if prefix is None else prefix.strip()
         if not _PREFIX_RE.fullmatch(prefix):
-            raise ConfigurationError(f"{prefix_source} may only contain letters, digits, '.', '_' and '-' (got {prefix!r}).")
+            raise ConfigurationError(
+                f"{prefix_source} may only contain letters, digits, '.', '_' and '-' (got {prefix!r})."
+            )
 
         return cls(
-            bootstrap_servers=servers, security_protocol=protocol, **pems,
-            sasl_mechanism=mechanism, sasl_username=username, sasl_password=password,
-            prefix=prefix, extra=_read_extra(env, given.get("extra", {})),
+            bootstrap_servers=servers,
+            security_protocol=protocol,
+            **pems,
+            sasl_mechanism=mechanism,
+            sasl_username=username,
+            sasl_password=password,
+            prefix=prefix,
+            extra=_read_extra(env, given.get("extra", {})),
         )
 
     def client_config(self) -> dict[str, str]:
@@ -199,7 +211,7 @@ class KafkaSettings:
         """
         if not topic.startswith(self.prefix):
             raise ValueError(f"Topic {topic!r} doesn't start with prefix {self.prefix!r}.")
-        return topic[len(self.prefix):]
+        return topic[len(self.prefix) :]
 
     def __repr__(self) -> str:
         parts = []
@@ -271,7 +283,7 @@ def _read_extra(environ: Mapping[str, str], overrides: Mapping[str, Any]) -> dic
     extra = {}
     for var in sorted(environ):
         if var.startswith(_RDKAFKA_PREFIX) and _get(environ, var) is not None:
-            key = var[len(_RDKAFKA_PREFIX):].lower().replace("_", ".")
+            key = var[len(_RDKAFKA_PREFIX) :].lower().replace("_", ".")
             _check_key(key, var)
             extra[key] = environ[var]
     for key, value in overrides.items():
@@ -287,7 +299,11 @@ def _check_key(key: Any, source: str) -> None:
         raise ConfigurationError(f"{source} names no librdkafka setting.")
     owner = _OWNED_KEYS.get(key.strip().lower())
     if owner is not None:
-        use = "KAFKA_URL or KAFKA_BOOTSTRAP_SERVERS (or bootstrap_servers=)" if owner == "bootstrap_servers" else _names(owner)
+        use = (
+            "KAFKA_URL or KAFKA_BOOTSTRAP_SERVERS (or bootstrap_servers=)"
+            if owner == "bootstrap_servers"
+            else _names(owner)
+        )
         raise ConfigurationError(f"{source} sets {key!r}, which this module owns; use {use} instead.")
 
 

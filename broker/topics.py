@@ -80,9 +80,12 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = A
     if not wanted:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
-         for s in wanted],
-        operation_timeout=remaining(), request_timeout=remaining(),
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+            for s in wanted
+        ],
+        operation_timeout=remaining(),
+        request_timeout=remaining(),
     )
     created, refused = [], []
     for name, future in futures.items():

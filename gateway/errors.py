@@ -81,8 +81,13 @@ def _submission_in_progress(error: SubmissionInProgress):
 
 
 def _key_reused(error: KeyReused):
-    return error_response(422, INVALID_REQUEST_MESSAGES[422], errors={
-        "headers": {"Idempotency-Key": ["Already used for a different request; use a new key for a new request."]}})
+    return error_response(
+        422,
+        INVALID_REQUEST_MESSAGES[422],
+        errors={
+            "headers": {"Idempotency-Key": ["Already used for a different request; use a new key for a new request."]}
+        },
+    )
 
 
 def _result_timeout(error: ResultTimeout):
@@ -120,11 +125,13 @@ def documented(blp, *codes: int):
       blp(Blueprint): The endpoint's blueprint.
       codes(int): The error status codes the endpoint may answer.
     """
+
     def decorator(view):
         for code in codes:
             if code == 503:
-                view = blp.alt_response(503, schema=ErrorSchema, headers=RETRY_AFTER_HEADER,
-                                        description=HTTP_STATUS_CODES[503])(view)
+                view = blp.alt_response(
+                    503, schema=ErrorSchema, headers=RETRY_AFTER_HEADER, description=HTTP_STATUS_CODES[503]
+                )(view)
             else:  # flask-smorest's response component for the status
                 view = blp.alt_response(code, response=http.HTTPStatus(code).name)(view)
         return view

@@ -45,8 +45,12 @@ def readyz():
     checks = {"kafka": _check(_ping_kafka), "database": _check(lambda: kafka_tasks().store.ping())}
     failed = sorted(name for name, outcome in checks.items() if outcome != "ok")
     if failed:
-        abort(503, message=f"Not ready: {', '.join(failed)} unavailable.", errors=checks,
-              headers={"Retry-After": str(errors.RETRY_AFTER_SECONDS)})
+        abort(
+            503,
+            message=f"Not ready: {', '.join(failed)} unavailable.",
+            errors=checks,
+            headers={"Retry-After": str(errors.RETRY_AFTER_SECONDS)},
+        )
     return checks
 
 

@@ -14,13 +14,17 @@ from .statuses import LOCATION_HEADER, accepted
 
 blp = Blueprint("payments", __name__, url_prefix="/api/payments", description="Payments.")
 
+
 class IdempotencyKeySchema(Schema):
     """The optional ``Idempotency-Key`` header: a repeated key answers with the same task."""
 
     idempotency_key = idempotency_key_field(
-        data_key="Idempotency-Key", load_default=None,
-        metadata={"description": "Makes retries of this request answer with the same task.",
-                  "pattern": PRINTABLE_ASCII},
+        data_key="Idempotency-Key",
+        load_default=None,
+        metadata={
+            "description": "Makes retries of this request answer with the same task.",
+            "pattern": PRINTABLE_ASCII,
+        },
     )
 
 
@@ -36,6 +40,11 @@ payment_schema = PaymentSchema()
 def pay(payment: dict, idempotency_key: str | None = None):
     """Pays, once Kafka has stored the task.  A repeated ``Idempotency-Key`` answers with the same task."""
     tasks = kafka_tasks()
-    submission = submit(tasks.actor("process_payment"), payment_schema.dump(payment), idempotency_key,
-                        store=tasks.store, idempotency_key=idempotency_key)
+    submission = submit(
+        tasks.actor("process_payment"),
+        payment_schema.dump(payment),
+        idempotency_key,
+        store=tasks.store,
+        idempotency_key=idempotency_key,
+    )
     return accepted(submission.task_id)

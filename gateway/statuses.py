@@ -39,6 +39,13 @@ def get_task(task_id: str):
         issued = tasks.store.task_ids.issued(task_id, tasks.broker.get_declared_actors())
         if issued is None:
             abort(404, message=f"No task {task_id}.")
-        return {"taskId": task_id, "kind": issued.kind, "status": Status.QUEUED.value, "result": None, "error": None,
-                "createdAt": issued.created_at, "updatedAt": issued.created_at}
+        return {
+            "taskId": task_id,
+            "kind": issued.kind,
+            "status": Status.QUEUED.value,
+            "result": None,
+            "error": None,
+            "createdAt": issued.created_at,
+            "updatedAt": issued.created_at,
+        }
     return {**task, "status": shown(task["status"])}

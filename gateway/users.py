@@ -12,6 +12,7 @@ from .parsing import Blueprint
 
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users.")
 
+
 @blp.route("/<int:user_id>")
 @blp.response(200, UserSchema)
 @errors.documented(blp, 404, 503, 504)
@@ -20,8 +21,11 @@ def get(user_id: int):
     user = None
     if user_id <= MAX_USER_ID:
         tasks = kafka_tasks()
-        user = tasks.actor("get_user").send(user_id).get_result(
-            backend=tasks.backend, block=True, timeout=tasks.config.user_lookup_timeout_ms)
+        user = (
+            tasks.actor("get_user")
+            .send(user_id)
+            .get_result(backend=tasks.backend, block=True, timeout=tasks.config.user_lookup_timeout_ms)
+        )
     if user is None:
         abort(404, message=f"No user {user_id}.")
     return user

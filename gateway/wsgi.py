@@ -8,6 +8,6 @@ app = create_app()
 
 # What was imported and built so far lives as long as the process, so the cyclic garbage
 # collector need not walk it again: under load, each full collection of a gunicorn process paused
-# all its requests for 45 to 85 ms, and ~1 ms once these objects are frozen.  gunicorn imports
-# this module in each worker process, after the fork.
+# all its requests, for far less once these objects are frozen (docs/benchmarks.md).  gunicorn
+# imports this module in each worker process, after the fork.
 gc.freeze()

@@ -11,6 +11,7 @@ configuration).  Kafka clients are still only created in the process that uses t
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 
@@ -27,8 +28,11 @@ from .store import Store
 #: How long a result is kept (ms): Dramatiq's default.
 RESULT_TTL_MS = 600_000
 
-#: The reference system's actors (``tasks.auth``, ``tasks.payments``), bound by :func:`build_broker`.
+#: The reference system's actors, bound by :func:`build_system`.
 actors = Actors()
+
+#: The modules that declare them.
+ACTOR_MODULES = ("tasks.auth", "tasks.payments")
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,10 @@ def current_system() -> System:
     """
     running = getattr(_running, "system", None)
     if running is None:
-        raise RuntimeError("no reference system is running this code: it runs inside a message of a broker "
-                           "built by tasks.app.build_system()")
+        raise RuntimeError(
+            "no reference system is running this code: it runs inside a message of a broker "
+            "built by tasks.app.build_system()"
+        )
     return running
 
 
@@ -98,8 +104,8 @@ def build_system(config: Config | None = None, *, store: Store | None = None) ->
     Raises:
       ConfigurationError: If the environment's configuration is invalid.
     """
-    from . import auth, payments  # noqa: F401 - they declare the actors on `actors`
-
+    for module in ACTOR_MODULES:
+        importlib.import_module(module)  # each declares its actors on `actors`
     config = config or Config.from_env()
     store = store or Store(config.database_url)
     if config.broker == "stub":
@@ -121,8 +127,15 @@ def build_system(config: Config | None = None, *, store: Store | None = None) ->
     # Dramatiq runs after_* hooks in reverse order: placed before Retries, TaskStatus sees a
     # message only once Retries has decided whether it fails for good.
     broker.add_middleware(TaskStatus(store), before=Retries)
-    actors.bind(broker, options={"process_payment": {"min_backoff": config.payments_min_backoff_ms,
-                                                     "max_backoff": config.payments_max_backoff_ms}})
+    actors.bind(
+        broker,
+        options={
+            "process_payment": {
+                "min_backoff": config.payments_min_backoff_ms,
+                "max_backoff": config.payments_max_backoff_ms,
+            }
+        },
+    )
     built = System(config=config, broker=broker, backend=backend, store=store)
     context.system = built
     return built

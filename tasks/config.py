@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any
 
 from broker import ConfigurationError, KafkaSettings
 
@@ -37,6 +38,9 @@ class Variable:
       default(str|None): Its default, as a reader should see it (``None``: unset).
       example(str|None): A value for ``.env.example`` (commented out), when the default is no example.
       read_by(str|None): The program that reads it, when that is not ``Config``.
+      into(str|None): The :class:`Config` field it is read into, if it is one.
+      parse(callable|None): ``parse(name, text)`` turns its text (or its default) into the field's
+        value, raising :class:`ConfigurationError` that names the variable.
     """
 
     name: str
@@ -45,72 +49,190 @@ class Variable:
     default: str | None = None
     example: str | None = None
     read_by: str | None = None
+    into: str | None = None
+    parse: Callable[[str, str], Any] | None = None
+
+
+def _millis(name: str, text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of milliseconds, 1 or more (got {text[:40]!r}).")
+    return int(text)
+
+
+#: The brokers ``KAFKA_TASKS_BROKER`` may name.
+BROKERS = ("kafka", "stub")
+
+
+def _broker(name: str, text: str) -> str:
+    if text.lower() not in BROKERS:
+        raise ConfigurationError(f"{name} must be one of {', '.join(BROKERS)} (got {text[:40]!r}).")
+    return text.lower()
+
+
+def _database_url(name: str, text: str) -> str:
+    return database_url(text)
 
 
 #: Every environment variable of the reference system, in the order the documentation lists them.
 VARIABLES: tuple[Variable, ...] = (
-    Variable("KAFKA_URL", "Kafka",
-             "Heroku's form: comma-separated kafka+ssl:// URLs. Wins over KAFKA_BOOTSTRAP_SERVERS.",
-             example="kafka+ssl://broker-1.example.com:9096,kafka+ssl://broker-2.example.com:9096"),
-    Variable("KAFKA_BOOTSTRAP_SERVERS", "Kafka",
-             "A plain host:port list. `make run` starts a local broker when neither is set.",
-             default="localhost:9092", example="127.0.0.1:9092"),
-    Variable("KAFKA_TRUSTED_CERT", "Kafka", "The CA certificates that sign the brokers' certificates, as PEM contents.",
-             example='"-----BEGIN CERTIFICATE-----..."'),
-    Variable("KAFKA_CLIENT_CERT", "Kafka", "This client's certificate, as PEM contents (Heroku sets it).",
-             example='"-----BEGIN CERTIFICATE-----..."'),
-    Variable("KAFKA_CLIENT_CERT_KEY", "Kafka", "This client's private key, as PEM contents (Heroku sets it).",
-             example='"-----BEGIN PRIVATE KEY-----..."'),
-    Variable("KAFKA_SECURITY_PROTOCOL", "Kafka",
-             "plaintext, ssl, sasl_plaintext or sasl_ssl; guessed from the URL, certificates and SASL settings.",
-             example="sasl_ssl"),
-    Variable("KAFKA_SASL_MECHANISM", "Kafka",
-             "PLAIN (Confluent Cloud), SCRAM-SHA-256 or SCRAM-SHA-512 (Aiven, Redpanda), or OAUTHBEARER.",
-             example="SCRAM-SHA-512"),
+    Variable(
+        "KAFKA_URL",
+        "Kafka",
+        "Heroku's form: comma-separated kafka+ssl:// URLs. Wins over KAFKA_BOOTSTRAP_SERVERS.",
+        example="kafka+ssl://broker-1.example.com:9096,kafka+ssl://broker-2.example.com:9096",
+    ),
+    Variable(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "Kafka",
+        "A plain host:port list. `make run` starts a local broker when neither is set.",
+        default="localhost:9092",
+        example="127.0.0.1:9092",
+    ),
+    Variable(
+        "KAFKA_TRUSTED_CERT",
+        "Kafka",
+        "The CA certificates that sign the brokers' certificates, as PEM contents.",
+        example='"-----BEGIN CERTIFICATE-----..."',
+    ),
+    Variable(
+        "KAFKA_CLIENT_CERT",
+        "Kafka",
+        "This client's certificate, as PEM contents (Heroku sets it).",
+        example='"-----BEGIN CERTIFICATE-----..."',
+    ),
+    Variable(
+        "KAFKA_CLIENT_CERT_KEY",
+        "Kafka",
+        "This client's private key, as PEM contents (Heroku sets it).",
+        example='"-----BEGIN PRIVATE KEY-----..."',
+    ),
+    Variable(
+        "KAFKA_SECURITY_PROTOCOL",
+        "Kafka",
+        "plaintext, ssl, sasl_plaintext or sasl_ssl; guessed from the URL, certificates and SASL settings.",
+        example="sasl_ssl",
+    ),
+    Variable(
+        "KAFKA_SASL_MECHANISM",
+        "Kafka",
+        "PLAIN (Confluent Cloud), SCRAM-SHA-256 or SCRAM-SHA-512 (Aiven, Redpanda), or OAUTHBEARER.",
+        example="SCRAM-SHA-512",
+    ),
     Variable("KAFKA_SASL_USERNAME", "Kafka", "The SASL user name.", example=""),
     Variable("KAFKA_SASL_PASSWORD", "Kafka", "The SASL password.", example=""),
-    Variable("KAFKA_PREFIX", "Kafka",
-             "Prepended to every topic and consumer group (Heroku multi-tenant plans), e.g. tenant-1234.", example=""),
-    Variable("KAFKA_RDKAFKA_<NAME>", "Kafka",
-             "Any other librdkafka setting: NAME is the setting, upper-cased, its dots as underscores.",
-             example="KAFKA_RDKAFKA_SOCKET_KEEPALIVE_ENABLE=true"),
-    Variable("KAFKA_DELIVERY_TIMEOUT_MS", "Kafka",
-             "How long a send waits for Kafka's acknowledgement before failing; the gateway then answers 503.",
-             default="4000"),
-    Variable("KAFKA_HOME", "Local Kafka",
-             "An unpacked Apache Kafka 4.x to run instead of the jars fetched with Maven.", example="/opt/kafka",
-             read_by=LAUNCHER),
-    Variable("KAFKA_TASKS_CACHE", "Local Kafka", "Where the fetched Kafka jars are cached.",
-             default="~/.cache/kafka-tasks", read_by=LAUNCHER),
-    Variable("KAFKA_HEAP_OPTS", "Local Kafka", "The local broker's JVM heap.", default="-Xms256m -Xmx1g",
-             read_by=LAUNCHER),
-    Variable("KAFKA_PORT", "Local Kafka", "The port of the local broker that `make run` starts.", default="9092",
-             read_by=MAKE_RUN),
-    Variable("DATABASE_URL", "Database",
-             "PostgreSQL (Heroku's postgres:// form is accepted), or any SQLAlchemy URL of SQLite or PostgreSQL.",
-             default="sqlite:///var/kafka-tasks.db", example="postgres://user:password@localhost:5432/kafka_tasks"),
+    Variable(
+        "KAFKA_PREFIX",
+        "Kafka",
+        "Prepended to every topic and consumer group (Heroku multi-tenant plans), e.g. tenant-1234.",
+        example="",
+    ),
+    Variable(
+        "KAFKA_RDKAFKA_<NAME>",
+        "Kafka",
+        "Any other librdkafka setting: NAME is the setting, upper-cased, its dots as underscores.",
+        example="KAFKA_RDKAFKA_SOCKET_KEEPALIVE_ENABLE=true",
+    ),
+    Variable(
+        "KAFKA_DELIVERY_TIMEOUT_MS",
+        "Kafka",
+        "How long a send waits for Kafka's acknowledgement before failing; the gateway then answers 503.",
+        default="4000",
+        into="delivery_timeout_ms",
+        parse=_millis,
+    ),
+    Variable(
+        "KAFKA_HOME",
+        "Local Kafka",
+        "An unpacked Apache Kafka 4.x to run instead of the jars fetched with Maven.",
+        example="/opt/kafka",
+        read_by=LAUNCHER,
+    ),
+    Variable(
+        "KAFKA_TASKS_CACHE",
+        "Local Kafka",
+        "Where the fetched Kafka jars are cached.",
+        default="~/.cache/kafka-tasks",
+        read_by=LAUNCHER,
+    ),
+    Variable(
+        "KAFKA_HEAP_OPTS", "Local Kafka", "The local broker's JVM heap.", default="-Xms256m -Xmx1g", read_by=LAUNCHER
+    ),
+    Variable(
+        "KAFKA_PORT",
+        "Local Kafka",
+        "The port of the local broker that `make run` starts.",
+        default="9092",
+        read_by=MAKE_RUN,
+    ),
+    Variable(
+        "DATABASE_URL",
+        "Database",
+        "PostgreSQL (Heroku's postgres:// form is accepted), or any SQLAlchemy URL of SQLite or PostgreSQL.",
+        default="sqlite:///var/kafka-tasks.db",
+        example="postgres://user:password@localhost:5432/kafka_tasks",
+        into="database_url",
+        parse=_database_url,
+    ),
     Variable("PORT", "Services", "The port of the web process.", default="5000", read_by=GUNICORN),
-    Variable("WEB_CONCURRENCY", "Services", "The web process's gunicorn worker processes (Heroku sets it per dyno).",
-             default="2", read_by=GUNICORN),
-    Variable("GUNICORN_CMD_ARGS", "Services",
-             "Extra gunicorn options. There is no access log by default (Heroku's router logs every request).",
-             example="--access-logfile -", read_by=GUNICORN),
-    Variable("USER_LOOKUP_TIMEOUT_MS", "Services", "How long GET /api/users/<id> waits for the auth service.",
-             default="5000"),
-    Variable("GET_USER_TIMEOUT_MS", "Services",
-             "How long a payment waits for the auth service before it is retried.", default="5000"),
-    Variable("PAYMENTS_MIN_BACKOFF_MS", "Services", "The shortest backoff of a payment's retries.", default="1000"),
-    Variable("PAYMENTS_MAX_BACKOFF_MS", "Services", "The longest backoff of a payment's retries.", default="60000"),
-    Variable("KAFKA_TASKS_BROKER", "Services",
-             "`stub` runs the actors on Dramatiq's in-memory StubBroker (for tests of actor logic only).",
-             default="kafka", example="stub"),
+    Variable(
+        "WEB_CONCURRENCY",
+        "Services",
+        "The web process's gunicorn worker processes (Heroku sets it per dyno).",
+        default="2",
+        read_by=GUNICORN,
+    ),
+    Variable(
+        "GUNICORN_CMD_ARGS",
+        "Services",
+        "Extra gunicorn options. There is no access log by default (Heroku's router logs every request).",
+        example="--access-logfile -",
+        read_by=GUNICORN,
+    ),
+    Variable(
+        "USER_LOOKUP_TIMEOUT_MS",
+        "Services",
+        "How long GET /api/users/<id> waits for the auth service.",
+        default="5000",
+        into="user_lookup_timeout_ms",
+        parse=_millis,
+    ),
+    Variable(
+        "GET_USER_TIMEOUT_MS",
+        "Services",
+        "How long a payment waits for the auth service before it is retried.",
+        default="5000",
+        into="get_user_timeout_ms",
+        parse=_millis,
+    ),
+    Variable(
+        "PAYMENTS_MIN_BACKOFF_MS",
+        "Services",
+        "The shortest backoff of a payment's retries.",
+        default="1000",
+        into="payments_min_backoff_ms",
+        parse=_millis,
+    ),
+    Variable(
+        "PAYMENTS_MAX_BACKOFF_MS",
+        "Services",
+        "The longest backoff of a payment's retries.",
+        default="60000",
+        into="payments_max_backoff_ms",
+        parse=_millis,
+    ),
+    Variable(
+        "KAFKA_TASKS_BROKER",
+        "Services",
+        "`stub` runs the actors on Dramatiq's in-memory StubBroker (for tests of actor logic only).",
+        default="kafka",
+        example="stub",
+        into="broker",
+        parse=_broker,
+    ),
 )
 
 #: The SQLite database used when ``DATABASE_URL`` is not set.
 DEFAULT_DATABASE_URL = "sqlite:///var/kafka-tasks.db"
-
-#: The brokers ``KAFKA_TASKS_BROKER`` may name.
-BROKERS = ("kafka", "stub")
 
 
 @dataclass(frozen=True)
@@ -128,6 +250,7 @@ class Config:
       payments_min_backoff_ms(int), payments_max_backoff_ms(int): The backoff of payment retries.
     """
 
+    # The defaults are the variables' (a test holds them to it).
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     broker: str = "kafka"
     delivery_timeout_ms: int = 4_000
@@ -139,8 +262,10 @@ class Config:
 
     def __repr__(self) -> str:
         # The database URL may carry a password; KafkaSettings masks its own secrets.
-        return (f"Config(broker={self.broker!r}, database_url={_masked_url(self.database_url)!r}, "
-                f"kafka={self.kafka!r}, delivery_timeout_ms={self.delivery_timeout_ms}, ...)")
+        return (
+            f"Config(broker={self.broker!r}, database_url={_masked_url(self.database_url)!r}, "
+            f"kafka={self.kafka!r}, delivery_timeout_ms={self.delivery_timeout_ms}, ...)"
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -153,19 +278,12 @@ class Config:
           ConfigurationError: Naming the variable that is invalid, without its value if secret.
         """
         env = os.environ if environ is None else environ
-        broker = (_get(env, "KAFKA_TASKS_BROKER") or "kafka").lower()
-        if broker not in BROKERS:
-            raise ConfigurationError(f"KAFKA_TASKS_BROKER must be one of {', '.join(BROKERS)} (got {broker!r}).")
-        config = cls(
-            kafka=KafkaSettings.from_env(env),
-            broker=broker,
-            delivery_timeout_ms=_millis(env, "KAFKA_DELIVERY_TIMEOUT_MS", 4_000),
-            database_url=database_url(_get(env, "DATABASE_URL")),
-            user_lookup_timeout_ms=_millis(env, "USER_LOOKUP_TIMEOUT_MS", 5_000),
-            get_user_timeout_ms=_millis(env, "GET_USER_TIMEOUT_MS", 5_000),
-            payments_min_backoff_ms=_millis(env, "PAYMENTS_MIN_BACKOFF_MS", 1_000),
-            payments_max_backoff_ms=_millis(env, "PAYMENTS_MAX_BACKOFF_MS", 60_000),
-        )
+        values = {
+            variable.into: variable.parse(variable.name, _get(env, variable.name) or variable.default)
+            for variable in VARIABLES
+            if variable.into is not None
+        }
+        config = cls(kafka=KafkaSettings.from_env(env), **values)
         if config.payments_min_backoff_ms > config.payments_max_backoff_ms:
             raise ConfigurationError("PAYMENTS_MIN_BACKOFF_MS must not be more than PAYMENTS_MAX_BACKOFF_MS.")
         return config
@@ -177,7 +295,7 @@ def database_url(url: str | None) -> str:
         return DEFAULT_DATABASE_URL
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     if not url.startswith(("sqlite:", "postgresql+")):
         raise ConfigurationError("DATABASE_URL must be a postgres://, postgresql:// or sqlite:/// URL.")
     return url
@@ -186,15 +304,6 @@ def database_url(url: str | None) -> str:
 def _get(environ: Mapping[str, str], name: str) -> str | None:
     value = environ.get(name)
     return value.strip() if value is not None and value.strip() else None
-
-
-def _millis(environ: Mapping[str, str], name: str, default: int) -> int:
-    value = _get(environ, name)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
-        raise ConfigurationError(f"{name} must be a whole number of milliseconds, 1 or more (got {value[:40]!r}).")
-    return int(value)
 
 
 def _masked_url(url: str) -> str:
@@ -206,6 +315,7 @@ def _masked_url(url: str) -> str:
 
 
 # Rendering ---------------------------------------------------------------------------------------
+
 
 def render_env_example(variables=VARIABLES) -> str:
     """Returns ``.env.example``: every variable, commented out, under its section."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A task's status.  Compares equal to its value, as the database and the API hold it."""
 
     #: Being sent to Kafka under an ``Idempotency-Key`` (shown as ``queued``): a repeated key finds it.
@@ -27,9 +27,6 @@ class Status(str, enum.Enum):
     FAILED = "failed"
     #: Its retries ran out, or it was rejected.
     DEAD = "dead"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _IN_FLIGHT = frozenset({Status.RUNNING, Status.RETRYING})

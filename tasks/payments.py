@@ -42,8 +42,11 @@ def process_payment(payload: dict, idempotency_key: str | None = None) -> dict:
         raise UnknownUser(data["userId"])
     try:
         payment, recorded = running.store.record_payment(
-            idempotency_key=idempotency_key, user_id=data["userId"], amount=data["amount"],
-            currency=data["currency"], task_id=task_id,
+            idempotency_key=idempotency_key,
+            user_id=data["userId"],
+            amount=data["amount"],
+            currency=data["currency"],
+            task_id=task_id,
         )
     except TaskKeyMismatch:
         raise PaymentKeyConflict() from None

@@ -72,8 +72,9 @@ class TaskStatus(dramatiq.Middleware):
         if not self._tracked(broker, message):
             return
         try:
-            self.store.set_status(message.message_id, message.actor_name, status, created_at=_made_at(message),
-                                   **fields)
+            self.store.set_status(
+                message.message_id, message.actor_name, status, created_at=_made_at(message), **fields
+            )
         except Exception:
             # A status is a courtesy to the caller; it must never fail the task itself.
             logger.exception("Could not record status %r of task %s.", status, message.message_id)

@@ -19,7 +19,17 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Integer, Numeric, String, Text, create_engine, event, or_, text,
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    create_engine,
+    event,
+    or_,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -38,7 +48,7 @@ class Base(DeclarativeBase):
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class User(Base):
@@ -104,20 +114,33 @@ def _user_dict(user) -> dict:
 
 def _payment_dict(payment) -> dict:
     """A payment as the API shows it."""
-    return {"id": payment.id, "userId": payment.user_id, "amount": f"{payment.amount:.2f}",
-            "currency": payment.currency, "idempotencyKey": payment.idempotency_key, "taskId": payment.task_id}
+    return {
+        "id": payment.id,
+        "userId": payment.user_id,
+        "amount": f"{payment.amount:.2f}",
+        "currency": payment.currency,
+        "idempotencyKey": payment.idempotency_key,
+        "taskId": payment.task_id,
+    }
 
 
 def _task_dict(task) -> dict:
     """A task as the API shows it."""
-    return {"taskId": task.id, "kind": task.kind, "status": task.status, "result": task.result,
-            "error": task.error, "createdAt": _in_utc(task.created_at), "updatedAt": _in_utc(task.updated_at),
-            "requestFingerprint": task.request_fingerprint}
+    return {
+        "taskId": task.id,
+        "kind": task.kind,
+        "status": task.status,
+        "result": task.result,
+        "error": task.error,
+        "createdAt": _in_utc(task.created_at),
+        "updatedAt": _in_utc(task.updated_at),
+        "requestFingerprint": task.request_fingerprint,
+    }
 
 
 def _in_utc(moment: dt.datetime) -> dt.datetime:
     """A stored time, marked UTC: SQLite gives back the UTC times it was given without their zone."""
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 _users, _payments, _tasks, _secrets = User.__table__, Payment.__table__, Task.__table__, Secret.__table__
@@ -136,16 +159,19 @@ class _TaskWrites:
         row = insert(_tasks)
         #: Submitted: new, or ``submitting`` becomes ``queued``.
         self.queued = row.on_conflict_do_update(
-            index_elements=[_tasks.c.id], set_={"status": row.excluded.status, "updated_at": row.excluded.updated_at},
+            index_elements=[_tasks.c.id],
+            set_={"status": row.excluded.status, "updated_at": row.excluded.updated_at},
             where=_may_become(Status.QUEUED),
         )
         moved = {name: row.excluded[name] for name in ("status", "result", "error", "updated_at")}
         #: Every end (succeeded, failed, dead) may follow the same statuses.
-        self.finished = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
-                                                  where=_may_become(Status.SUCCEEDED))
+        self.finished = row.on_conflict_do_update(
+            index_elements=[_tasks.c.id], set_=moved, where=_may_become(Status.SUCCEEDED)
+        )
         #: Both statuses on the way (running, retrying) may follow the same statuses.
-        self.progressed = row.on_conflict_do_update(index_elements=[_tasks.c.id], set_=moved,
-                                                    where=_may_become(Status.RUNNING))
+        self.progressed = row.on_conflict_do_update(
+            index_elements=[_tasks.c.id], set_=moved, where=_may_become(Status.RUNNING)
+        )
 
 
 def _may_become(status: Status):
@@ -166,7 +192,7 @@ class TaskKeyMismatch(Exception):
 def make_engine(url: str) -> Engine:
     """Creates an engine; SQLite gets WAL mode and a busy timeout, safe for several processes."""
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
@@ -193,9 +219,8 @@ class Store:
         self.url = url
         self.engine = make_engine(self.url)
         #: SQLite takes one writer at a time.  This process's threads queue for it on a lock, in
-        #: turn, instead of in SQLite's busy handler, which sleeps up to 100 ms between attempts
-        #: (the p99 of a sign-up under load went from ~240 ms to ~30 ms).  Other processes still
-        #: meet the busy handler.
+        #: turn, instead of in SQLite's busy handler, which sleeps between attempts and so makes the
+        #: slowest writes much slower (docs/benchmarks.md).  Other processes still meet the busy handler.
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
         #: Status upserts, the one write of every sign-up and of every step a worker takes.
@@ -228,8 +253,7 @@ class Store:
     def secret(self, name: str) -> str:
         """Returns the secret called ``name``, made (random, 256 bits) if no process made it yet."""
         with self._writing() as connection:
-            row, _ = self._insert_once(connection, _secrets, "name",
-                                       {"name": name, "value": secrets.token_urlsafe(32)})
+            row, _ = self._insert_once(connection, _secrets, "name", {"name": name, "value": secrets.token_urlsafe(32)})
         return row.value
 
     @functools.cached_property
@@ -249,8 +273,12 @@ class Store:
           EmailTaken: If another task already registered the email.
         """
         with self._writing() as connection:
-            user, _ = self._insert_once(connection, _users, "created_by",
-                                        {"name": name, "email": email, "created_by": task_id, "created_at": _utcnow()})
+            user, _ = self._insert_once(
+                connection,
+                _users,
+                "created_by",
+                {"name": name, "email": email, "created_by": task_id, "created_at": _utcnow()},
+            )
         if user is None:
             raise EmailTaken(email)
         return _user_dict(user)
@@ -262,8 +290,9 @@ class Store:
 
     # Payments -----------------------------------------------------------------------------------
 
-    def record_payment(self, *, idempotency_key: str | None, user_id: int, amount: Decimal, currency: str,
-                       task_id: str) -> tuple[dict, bool]:
+    def record_payment(
+        self, *, idempotency_key: str | None, user_id: int, amount: Decimal, currency: str, task_id: str
+    ) -> tuple[dict, bool]:
         """Records a payment exactly once per idempotency key, or, without one, once per task.
 
         The two never meet: a key that happens to equal some task's id is a new key.
@@ -276,9 +305,17 @@ class Store:
         """
         with self._writing() as connection:
             payment, created = self._insert_once(
-                connection, _payments, "task_id" if idempotency_key is None else "idempotency_key",
-                {"idempotency_key": idempotency_key, "user_id": user_id, "amount": amount, "currency": currency,
-                 "task_id": task_id, "created_at": _utcnow()},
+                connection,
+                _payments,
+                "task_id" if idempotency_key is None else "idempotency_key",
+                {
+                    "idempotency_key": idempotency_key,
+                    "user_id": user_id,
+                    "amount": amount,
+                    "currency": currency,
+                    "task_id": task_id,
+                    "created_at": _utcnow(),
+                },
             )
         if payment is None or payment.idempotency_key != idempotency_key:
             raise TaskKeyMismatch(task_id)
@@ -290,8 +327,9 @@ class Store:
 
     # Task statuses ------------------------------------------------------------------------------
 
-    def add_task(self, *, task_id: str, kind: str, idempotency_key: str | None = None,
-                 request_fingerprint: str | None = None) -> dict:
+    def add_task(
+        self, *, task_id: str, kind: str, idempotency_key: str | None = None, request_fingerprint: str | None = None
+    ) -> dict:
         """Records a new task as ``submitting``: about to be sent.  Only a task with an idempotency
         key needs this, so that a repeated key finds it while it is being sent.
 
@@ -301,10 +339,18 @@ class Store:
         now = _utcnow()
         with self._writing() as connection:
             task, _ = self._insert_once(
-                connection, _tasks, "id" if idempotency_key is None else "idempotency_key",
-                {"id": task_id, "kind": kind, "status": Status.SUBMITTING.value, "idempotency_key": idempotency_key,
-                 "request_fingerprint": request_fingerprint,
-                 "created_at": now, "updated_at": now},
+                connection,
+                _tasks,
+                "id" if idempotency_key is None else "idempotency_key",
+                {
+                    "id": task_id,
+                    "kind": kind,
+                    "status": Status.SUBMITTING.value,
+                    "idempotency_key": idempotency_key,
+                    "request_fingerprint": request_fingerprint,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
         return _task_dict(task)
 
@@ -315,8 +361,11 @@ class Store:
         with self._writing() as connection:
             claimed = connection.execute(
                 _tasks.update()
-                .where(_tasks.c.id == task_id, _tasks.c.status == Status.SUBMITTING.value,
-                       _tasks.c.updated_at < abandoned_before)
+                .where(
+                    _tasks.c.id == task_id,
+                    _tasks.c.status == Status.SUBMITTING.value,
+                    _tasks.c.updated_at < abandoned_before,
+                )
                 .values(updated_at=_utcnow())
             )
         return claimed.rowcount == 1
@@ -347,16 +396,30 @@ class Store:
         ``queued``; a task a worker already moved on keeps its status.
         """
         now = _utcnow()
-        self._upsert((self._writes.queued, {"id": task_id, "kind": kind, "status": Status.QUEUED.value,
-                                            "created_at": now, "updated_at": now}))
+        self._upsert(
+            (
+                self._writes.queued,
+                {"id": task_id, "kind": kind, "status": Status.QUEUED.value, "created_at": now, "updated_at": now},
+            )
+        )
 
     def forget_task(self, task_id: str) -> None:
         """Removes a task that never reached Kafka."""
         with self._writing() as connection:
-            connection.execute(_tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == Status.SUBMITTING.value))
+            connection.execute(
+                _tasks.delete().where(_tasks.c.id == task_id, _tasks.c.status == Status.SUBMITTING.value)
+            )
 
-    def set_status(self, task_id: str, kind: str, status: Status | str, *, result=None, error: str | None = None,
-                   created_at: dt.datetime | None = None) -> None:
+    def set_status(
+        self,
+        task_id: str,
+        kind: str,
+        status: Status | str,
+        *,
+        result=None,
+        error: str | None = None,
+        created_at: dt.datetime | None = None,
+    ) -> None:
         """Moves a task to a status, creating its row if it has none yet: one write.
 
         A finished task (``succeeded``, ``failed``, ``dead``) never goes back to running: a
@@ -370,8 +433,20 @@ class Store:
         status = Status(status)
         statement = self._writes.finished if status in FINAL else self._writes.progressed
         result = json.loads(json.dumps(result, default=str)) if result is not None else None
-        self._upsert((statement, {"id": task_id, "kind": kind, "status": status.value, "result": result,
-                                  "error": error, "created_at": created_at or now, "updated_at": now}))
+        self._upsert(
+            (
+                statement,
+                {
+                    "id": task_id,
+                    "kind": kind,
+                    "status": status.value,
+                    "result": result,
+                    "error": error,
+                    "created_at": created_at or now,
+                    "updated_at": now,
+                },
+            )
+        )
 
     @functools.cached_property
     def _writes(self) -> _TaskWrites:

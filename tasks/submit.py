@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 
@@ -68,14 +68,18 @@ def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | No
     taken_over = False
     if idempotency_key is not None:
         asked = fingerprint(actor, args)
-        task = store.add_task(task_id=message.message_id, kind=actor.actor_name, idempotency_key=idempotency_key,
-                              request_fingerprint=asked)
+        task = store.add_task(
+            task_id=message.message_id,
+            kind=actor.actor_name,
+            idempotency_key=idempotency_key,
+            request_fingerprint=asked,
+        )
         if task["taskId"] != message.message_id:
             if task["requestFingerprint"] not in (None, asked):
                 raise KeyReused(task["taskId"])
             if task["status"] != Status.SUBMITTING:
                 return Submission(task["taskId"], created=False)
-            abandoned_before = datetime.now(timezone.utc) - ABANDONED_AFTER
+            abandoned_before = datetime.now(UTC) - ABANDONED_AFTER
             if not store.take_over(task["taskId"], abandoned_before=abandoned_before):
                 raise SubmissionInProgress(task["taskId"])
             # Its sender died, perhaps after Kafka took it: send it again as the same task, which

@@ -7,9 +7,9 @@ HMAC of it that also covers the task's kind (its actor).  Only the gateway holds
 that carries a valid signature and has no row is a task Kafka acknowledged that no worker has
 started yet, made at the time it carries; any other id without a row is unknown (``404``).
 
-Writing a ``queued`` row instead cost each sign-up a database write: under load on two cores,
-the gateway served ~35 % more requests per second without it (``docs/benchmarks.md``).  It
-also left a task acknowledged by Kafka unknown whenever that write failed.
+Writing a ``queued`` row instead cost each sign-up a database write, a large share of what a
+sign-up costs the gateway (``docs/benchmarks.md``).  It also left a task acknowledged by Kafka
+unknown whenever that write failed.
 
 This module does no I/O: the key is handed to it (the store keeps it).
 """
@@ -21,14 +21,15 @@ import hmac
 import os
 import time
 import uuid
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from itsdangerous import Signer
 
 #: How the signature is set apart from the UUID.
 SEPARATOR = "."
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def from_millis(millis: int) -> dt.datetime:

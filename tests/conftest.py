@@ -53,7 +53,11 @@ def launch_kafka(*args: str, env: dict | None = None) -> tuple[subprocess.Popen,
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "tasks.cli", "kafka", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     deadline = time.monotonic() + KAFKA_START_TIMEOUT
     line = process.stdout.readline()
@@ -182,8 +186,7 @@ def postgres_server():
         return
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (or set TEST_POSTGRES_URL)",
-                    pytrace=False)
+        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (or set TEST_POSTGRES_URL)", pytrace=False)
     # Not under pytest's own tmp folder, which the postgres user cannot enter.
     data = Path(tempfile.mkdtemp(prefix="kafka-tasks-pg-"))
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -197,8 +200,17 @@ def postgres_server():
             pytest.fail(f"{command[0]} failed: {result.stdout}{result.stderr}", pytrace=False)
 
     run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "tasks", "--auth=trust", "-E", "UTF8")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
-        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off")
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data / "db"),
+        "-l",
+        str(data / "log"),
+        "-w",
+        "start",
+        "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+    )
     try:
         yield f"postgresql+psycopg://tasks@127.0.0.1:{port}/postgres"
     finally:
@@ -212,8 +224,14 @@ def stub_config(tmp_path):
     fresh SQLite database, and short waits so that retry tests are quick."""
     from tasks.config import Config
 
-    return Config(broker="stub", database_url=f"sqlite:///{tmp_path / 'kafka-tasks.db'}", get_user_timeout_ms=500,
-                  payments_min_backoff_ms=100, payments_max_backoff_ms=300, user_lookup_timeout_ms=2_000)
+    return Config(
+        broker="stub",
+        database_url=f"sqlite:///{tmp_path / 'kafka-tasks.db'}",
+        get_user_timeout_ms=500,
+        payments_min_backoff_ms=100,
+        payments_max_backoff_ms=300,
+        user_lookup_timeout_ms=2_000,
+    )
 
 
 @pytest.fixture
@@ -233,8 +251,12 @@ def stub_system(stub_config):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--reliability-report", metavar="PATH", default=None,
-                     help="write the reliability scenarios' figures to PATH (make reliability writes docs/reliability.md)")
+    parser.addoption(
+        "--reliability-report",
+        metavar="PATH",
+        default=None,
+        help="write the reliability scenarios' figures to PATH (make reliability writes docs/reliability.md)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def eventually(predicate: Callable[[], T], *, timeout: float = 10.0, what: str | None = None,
-               interval: float = 0.02, progress: Callable[[], object] | None = None) -> T:
+def eventually(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    what: str | None = None,
+    interval: float = 0.02,
+    progress: Callable[[], object] | None = None,
+) -> T:
     """Calls ``predicate`` until it returns something true, and returns that.
 
     Parameters:
@@ -29,6 +36,8 @@ def eventually(predicate: Callable[[], T], *, timeout: float = 10.0, what: str |
             return value
         if time.monotonic() >= deadline:
             got = progress() if progress is not None else value
-            raise AssertionError(f"waited {timeout:g}s for {what or getattr(predicate, '__name__', 'a condition')}, "
-                                 f"in vain (got {got!r})")
+            raise AssertionError(
+                f"waited {timeout:g}s for {what or getattr(predicate, '__name__', 'a condition')}, "
+                f"in vain (got {got!r})"
+            )
         time.sleep(interval)

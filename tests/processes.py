@@ -13,7 +13,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # After "pid (comm) ": state ppid pgrp ...
+    fields = text[text.rindex(")") + 2 :].split()  # After "pid (comm) ": state ppid pgrp ...
     return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[2]))
 
 

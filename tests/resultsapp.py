@@ -28,8 +28,10 @@ def echo(value):
 
 def request(tag: str, count: int) -> list:
     messages = [echo.send(f"{tag}-{n}") for n in range(count)]
-    return [[f"{tag}-{n}", m.get_result(backend=backend, block=True, timeout=30_000)["echo"]]
-            for n, m in enumerate(messages)]
+    return [
+        [f"{tag}-{n}", m.get_result(backend=backend, block=True, timeout=30_000)["echo"]]
+        for n, m in enumerate(messages)
+    ]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import dramatiq
-import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from sqlalchemy import func, select
@@ -62,8 +61,14 @@ class Services(System):
         """Starts one Procfile process again (a platform restarting a dyno), appending to its log."""
         with open(self.logs / f"{name}.log", "a") as log:
             self.processes[name] = subprocess.Popen(
-                ["bash", "-c", f"exec {procfile()[name]}"], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                ["bash", "-c", f"exec {procfile()[name]}"],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self.processes[name]
 
     def members(self, name: str) -> list[int]:
@@ -98,8 +103,12 @@ class Services(System):
 
     def rss(self) -> dict[str, int]:
         """The RSS, in KiB, of every process of the web, auth and payments groups, as ``name/pid``."""
-        return {f"{name}/{pid}": kib for name in ("web", "auth", "payments") for pid in self.members(name)
-                if (kib := rss_kib(pid)) is not None}
+        return {
+            f"{name}/{pid}": kib
+            for name in ("web", "auth", "payments")
+            for pid in self.members(name)
+            if (kib := rss_kib(pid)) is not None
+        }
 
     def log_text(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
@@ -122,14 +131,18 @@ class Services(System):
         broker = KafkaBroker(bootstrap_servers=self.kafka, prefix=self.prefix)
         broker.declare_queue("payments")
         messages = [
-            dramatiq.Message(queue_name="payments", actor_name="process_payment",
-                             args=({"userId": user_id, "amount": amount, "currency": "EUR"}, key), kwargs={},
-                             options={PARTITION_KEY: key})
+            dramatiq.Message(
+                queue_name="payments",
+                actor_name="process_payment",
+                args=({"userId": user_id, "amount": amount, "currency": "EUR"}, key),
+                kwargs={},
+                options={PARTITION_KEY: key},
+            )
             for key in keys
         ]
         try:
             for start in range(0, len(messages), 500):
-                broker.enqueue_many(messages[start:start + 500])
+                broker.enqueue_many(messages[start : start + 500])
         finally:
             broker.close()
         return [message.message_id for message in messages]
@@ -174,7 +187,7 @@ class Stream:
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
-    def start(self) -> "Stream":
+    def start(self) -> Stream:
         for thread in self._threads:
             thread.start()
         return self
@@ -209,6 +222,7 @@ class Stream:
 
 # The database ------------------------------------------------------------------------------------
 
+
 def payment_counts(store: Store) -> Counter:
     """How many payment rows each idempotency key has (a payment without one: its task id)."""
     key = func.coalesce(Payment.idempotency_key, Payment.task_id)
@@ -233,6 +247,7 @@ def user_creators(store: Store) -> Counter:
 
 # Kafka -------------------------------------------------------------------------------------------
 
+
 def _admin(kafka: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": kafka})
 
@@ -248,7 +263,7 @@ def topic_records(kafka: str, prefix: str) -> dict[str, int]:
     starts = admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions})
     counts = Counter()
     for tp in partitions:
-        counts[tp.topic[len(prefix):]] += ends[tp].result(30).offset - starts[tp].result(30).offset
+        counts[tp.topic[len(prefix) :]] += ends[tp].result(30).offset - starts[tp].result(30).offset
     return dict(counts)
 
 
@@ -274,11 +289,17 @@ def consumer_lag(kafka: str, prefix: str, queues=QUEUES) -> dict[str, int]:
             ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
             starts = admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions})
             request = [ConsumerGroupTopicPartitions(prefix + group, partitions)]
-            committed = {(tp.topic, tp.partition): tp.offset
-                         for future in admin.list_consumer_group_offsets(request).values()
-                         for tp in future.result(30).topic_partitions}
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for future in admin.list_consumer_group_offsets(request).values()
+                for tp in future.result(30).topic_partitions
+            }
             lag[group] = sum(
-                max(0, ends[tp].result(30).offset - max(committed.get((tp.topic, tp.partition), -1),
-                                                        starts[tp].result(30).offset))
-                for tp in partitions)
+                max(
+                    0,
+                    ends[tp].result(30).offset
+                    - max(committed.get((tp.topic, tp.partition), -1), starts[tp].result(30).offset),
+                )
+                for tp in partitions
+            )
     return lag

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,8 +29,9 @@ def procfile() -> dict[str, str]:
 
 def call(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, dict]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"null"), dict(response.headers)
@@ -63,21 +63,30 @@ class System:
 
     def start(self) -> None:
         commands = procfile()
-        release = subprocess.run(["bash", "-c", commands["release"]], cwd=ROOT, env=self.env,
-                                 capture_output=True, text=True, timeout=120)
+        release = subprocess.run(
+            ["bash", "-c", commands["release"]], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
         assert release.returncode == 0, release.stdout + release.stderr
         for name in ("web", "auth", "payments"):
-            log = open(self.logs / f"{name}.log", "w")
-            self.processes[name] = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=self.env,
-                                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            log.close()
+            with open(self.logs / f"{name}.log", "w") as log:
+                self.processes[name] = subprocess.Popen(
+                    ["bash", "-c", f"exec {commands[name]}"],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
         def ready() -> bool:
             try:
                 return call("GET", f"{self.base}/readyz")[0] == 200
             except OSError:
                 return False
 
-        eventually(ready, timeout=60, interval=0.2, what="the web process to be ready", progress=lambda: self.log("web"))
+        eventually(
+            ready, timeout=60, interval=0.2, what="the web process to be ready", progress=lambda: self.log("web")
+        )
 
     def __enter__(self):
         try:
@@ -102,8 +111,13 @@ class System:
             seen[:] = [body]
             return body if status == 200 and body["status"] in statuses else None
 
-        return eventually(reached, timeout=timeout, interval=0.1, what=f"task {task_id} to reach {statuses}",
-                          progress=lambda: f"{seen}\nauth:\n{self.log('auth')}\npayments:\n{self.log('payments')}")
+        return eventually(
+            reached,
+            timeout=timeout,
+            interval=0.1,
+            what=f"task {task_id} to reach {statuses}",
+            progress=lambda: f"{seen}\nauth:\n{self.log('auth')}\npayments:\n{self.log('payments')}",
+        )
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -42,8 +42,9 @@ def wait_for_status(store, task_id: str, *statuses: str, timeout: float = 10) ->
         task = store.get_task(task_id)
         return task if task is not None and task["status"] in statuses else None
 
-    return eventually(reached, timeout=timeout, what=f"task {task_id} to reach {statuses}",
-                      progress=lambda: store.get_task(task_id))
+    return eventually(
+        reached, timeout=timeout, what=f"task {task_id} to reach {statuses}", progress=lambda: store.get_task(task_id)
+    )
 
 
 def sign_up(store, name="Ada", email="ada@example.com") -> dict:
@@ -54,7 +55,11 @@ def sign_up(store, name="Ada", email="ada@example.com") -> dict:
 def test_create_user_stores_the_user_and_succeeds(store, workers):
     task = sign_up(store)
     assert task["status"] == "succeeded"
-    assert store.get_user(task["result"]["id"]) == {"id": task["result"]["id"], "name": "Ada", "email": "ada@example.com"}
+    assert store.get_user(task["result"]["id"]) == {
+        "id": task["result"]["id"],
+        "name": "Ada",
+        "email": "ada@example.com",
+    }
 
 
 def test_a_tasks_row_keeps_the_time_its_message_was_made(store, workers, broker):

@@ -35,9 +35,14 @@ def test_importing_the_reference_system_builds_nothing_connects_nowhere_and_read
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{listener.getsockname()[1]}",
-           "KAFKA_SECURITY_PROTOCOL": "not-a-protocol", "DATABASE_URL": "mysql://nowhere/none",
-           "GET_USER_TIMEOUT_MS": "not-a-number", "KAFKA_TASKS_BROKER": "kafka"}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{listener.getsockname()[1]}",
+        "KAFKA_SECURITY_PROTOCOL": "not-a-protocol",
+        "DATABASE_URL": "mysql://nowhere/none",
+        "GET_USER_TIMEOUT_MS": "not-a-number",
+        "KAFKA_TASKS_BROKER": "kafka",
+    }
 
     # When every module is imported
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60)

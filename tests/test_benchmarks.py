@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import importlib
 import math
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import dramatiq
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import SCENARIOS  # noqa: E402
-from tests.eventually import eventually  # noqa: E402
-from benchmarks.context import Context  # noqa: E402
-from benchmarks.rows import KEYS  # noqa: E402
-from benchmarks.services import Rabbitmq, Redis, ServiceUnavailable  # noqa: E402
-
-pytestmark = pytest.mark.kafka
+from benchmarks import SCENARIOS
+from benchmarks.context import Context
+from benchmarks.rows import KEYS
+from benchmarks.services import Rabbitmq, Redis, ServiceUnavailable
+from tests.eventually import eventually
 
 #: Scenarios whose StubBroker figures must be measured (it needs nothing installed).
 WITH_STUB = {"worker_throughput", "enqueue", "latency"}
@@ -96,13 +87,23 @@ def test_report_is_written_from_rows(tmp_path):
     from benchmarks import report
     from benchmarks.rows import row, unavailable
 
-    rows = [row("worker_throughput", "8 threads", "KafkaBroker", "throughput", "tasks/s", [6000.0, 7000.0, 6500.0]),
-            row("worker_throughput", "8 threads", "StubBroker", "throughput", "tasks/s", [9000.0, 9500.0, 9100.0]),
-            unavailable("worker_throughput", "8 threads", "RedisBroker", "redis-server is not installed",
-                        metric="throughput", unit="tasks/s")]
+    rows = [
+        row("worker_throughput", "8 threads", "KafkaBroker", "throughput", "tasks/s", [6000.0, 7000.0, 6500.0]),
+        row("worker_throughput", "8 threads", "StubBroker", "throughput", "tasks/s", [9000.0, 9500.0, 9100.0]),
+        unavailable(
+            "worker_throughput",
+            "8 threads",
+            "RedisBroker",
+            "redis-server is not installed",
+            metric="throughput",
+            unit="tasks/s",
+        ),
+    ]
     # When the report is written
-    report.write({"scenarios": {"worker_throughput": {"rows": rows, "runs": 3}}, "machine": {"CPU": "2 cores"}},
-                 tmp_path / "benchmarks.md")
+    report.write(
+        {"scenarios": {"worker_throughput": {"rows": rows, "runs": 3}}, "machine": {"CPU": "2 cores"}},
+        tmp_path / "benchmarks.md",
+    )
     # Then it has the figures, the ratio to the baseline, the verdict and the reason for the missing one
     text = (tmp_path / "benchmarks.md").read_text()
     assert "6,500" in text and "0.71x StubBroker" in text
@@ -124,8 +125,10 @@ def test_warm_up_sends_through_kafka_in_every_window(bench):
 def test_report_tells_how_kafka_warmed_up(tmp_path):
     from benchmarks import report
 
-    report.write({"scenarios": {}, "warmup": {"seconds": 75, "windows": [(20_000, 0.897), (60_000, 0.161)]}},
-                 tmp_path / "benchmarks.md")
+    report.write(
+        {"scenarios": {}, "warmup": {"seconds": 75, "windows": [(20_000, 0.897), (60_000, 0.161)]}},
+        tmp_path / "benchmarks.md",
+    )
     text = (tmp_path / "benchmarks.md").read_text()
     assert "loaded for 75 s" in text and "0.90 ms, 0.16 ms" in text
 
@@ -133,8 +136,10 @@ def test_report_tells_how_kafka_warmed_up(tmp_path):
 def test_report_claims_no_kafka_cpu_for_a_remote_kafka(tmp_path):
     from benchmarks import report
 
-    report.write({"scenarios": {}, "warmup": {"seconds": 75, "windows": [(20_000, None), (60_000, None)]}},
-                 tmp_path / "benchmarks.md")
+    report.write(
+        {"scenarios": {}, "warmup": {"seconds": 75, "windows": [(20_000, None), (60_000, None)]}},
+        tmp_path / "benchmarks.md",
+    )
     text = (tmp_path / "benchmarks.md").read_text()
     assert "loaded for 75 s" in text and "CPU per message" not in text
 
@@ -143,8 +148,9 @@ def test_delete_topics_deletes_only_the_benchmarks_topics(bench):
     # Given a topic of a benchmark run and one of somebody else's on the same Kafka
     admin = AdminClient({"bootstrap.servers": bench.bootstrap_servers})
     ours, theirs = f"{bench.prefix()}queue", f"not-a-bench-{uuid.uuid4().hex[:8]}"
-    for future in admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)
-                                       for name in (ours, theirs)]).values():
+    for future in admin.create_topics(
+        [NewTopic(name, num_partitions=1, replication_factor=1) for name in (ours, theirs)]
+    ).values():
         future.result()
 
     # When the benchmarks clean up before a run
@@ -152,6 +158,7 @@ def test_delete_topics_deletes_only_the_benchmarks_topics(bench):
 
     # Then only the run's topic is gone (the broker's metadata may take a moment to say so)
     assert deleted >= 1
+
     def gone():
         topics = admin.list_topics(timeout=30).topics
         return topics if ours not in topics else None

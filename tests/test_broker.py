@@ -19,8 +19,14 @@ from tests.eventually import eventually
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
     """Reads ``count`` records of a topic from the beginning."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     records = []
 
@@ -40,9 +46,11 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> l
 def committed(broker: KafkaBroker, group: str, topic: str) -> dict[int, int]:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-    partitions = [TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    partitions = [
+        TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
     request = [ConsumerGroupTopicPartitions(group, partitions)]
-    result = list(broker.admin.list_consumer_group_offsets(request).values())[0].result(10)
+    result = next(iter(broker.admin.list_consumer_group_offsets(request).values())).result(10)
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
@@ -100,7 +108,8 @@ def test_partition_key_keeps_one_keys_messages_in_order_in_one_partition(kafka_b
     kafka_broker.declare_queue(queue_name)
     messages = [
         dramatiq.Message(queue_name=queue_name, actor_name="a", args=(key, n), kwargs={}, options={PARTITION_KEY: key})
-        for n in range(40) for key in ("alice", "bob")
+        for n in range(40)
+        for key in ("alice", "bob")
     ]
     kafka_broker.enqueue_many(messages)
     # When they are consumed
@@ -132,8 +141,9 @@ def test_join_times_out_when_nothing_consumes(kafka_broker, queue_name):
 def test_flush_drops_pending_messages(kafka_broker, queue_name):
     kafka_broker.declare_queue(queue_name)
     kafka_broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}))
-    kafka_broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}),
-                         delay=60_000)
+    kafka_broker.enqueue(
+        dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}), delay=60_000
+    )
     kafka_broker.flush_all()
     # join returns at once: nothing is left for the queue's consumer groups
     kafka_broker.join(queue_name, timeout=5_000)
@@ -191,7 +201,8 @@ def test_a_failure_with_a_huge_message_is_still_retried_and_dead_lettered(kafka,
 
 
 def test_a_message_near_the_size_limit_is_retried_with_as_much_of_its_traceback_as_fits(
-        kafka, kafka_broker, worker, queue_name):
+    kafka, kafka_broker, worker, queue_name
+):
     runs = []
 
     @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=1, min_backoff=10, max_backoff=10)
@@ -271,7 +282,8 @@ def test_a_poison_record_is_dead_lettered_and_the_queue_keeps_flowing(kafka, kaf
 
 
 def test_records_that_decode_but_cannot_run_are_dead_lettered_and_the_queue_keeps_flowing(
-        kafka, kafka_broker, worker, queue_name):
+    kafka, kafka_broker, worker, queue_name
+):
     seen = []
 
     @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
@@ -289,13 +301,16 @@ def test_records_that_decode_but_cannot_run_are_dead_lettered_and_the_queue_keep
     kafka_broker.join(queue_name, timeout=30_000, fail_fast=False)
     assert sorted(seen) == [1, 2]
     reasons = sorted(DeadLetterInfo.from_headers(r.headers()).reason for r in read_topic(kafka, f"{queue_name}.XQ", 3))
-    assert reasons == [f"a message of queue 'another_queue' on a topic of queue '{queue_name}'",
-                       "arguments that actor remember cannot take: too many positional arguments",
-                       "malformed message: options is null"]
+    assert reasons == [
+        f"a message of queue 'another_queue' on a topic of queue '{queue_name}'",
+        "arguments that actor remember cannot take: too many positional arguments",
+        "malformed message: options is null",
+    ]
 
 
 def test_a_pipelines_next_message_that_kafka_refused_is_sent_before_the_first_is_done(
-        kafka, kafka_broker, worker, queue_name, caplog):
+    kafka, kafka_broker, worker, queue_name, caplog
+):
     from tests.test_consumer import refuse_records
 
     runs = []
@@ -318,8 +333,11 @@ def test_a_pipelines_next_message_that_kafka_refused_is_sent_before_the_first_is
     refuse_records(kafka_broker, f"{queue_name}_next")
     # When a pipeline's first step runs, and Dramatiq's Pipelines middleware sends the next step
     dramatiq.pipeline([first.message(1), second.message()], broker=kafka_broker).run()
-    eventually(lambda: "Failed to post_process_message" in caplog.text, timeout=30,
-               what="the first step's ack to be refused and tried again")
+    eventually(
+        lambda: "Failed to post_process_message" in caplog.text,
+        timeout=30,
+        what="the first step's ack to be refused and tried again",
+    )
     # Then the first step is not done (its offset is not committed) while Kafka refuses the next
     assert runs == [("first", 1)]
     assert sum(committed(kafka_broker, queue_name, queue_name).values()) == 1  # the set-up message only
@@ -355,9 +373,12 @@ def test_ensure_topics_applies_the_prefix_and_retention(kafka, queue_name):
 
 def test_a_task_longer_than_max_poll_interval_runs_once(kafka, queue_name):
     # Given a consumer that must poll at least every 3 s, and a task that takes 5 s
-    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=20,
-                         consumer_config={"max.poll.interval.ms": 3000, "session.timeout.ms": 3000,
-                                          "heartbeat.interval.ms": 500})
+    broker = KafkaBroker(
+        bootstrap_servers=kafka,
+        partitions=1,
+        commit_interval_ms=20,
+        consumer_config={"max.poll.interval.ms": 3000, "session.timeout.ms": 3000, "heartbeat.interval.ms": 500},
+    )
     runs = []
 
     @dramatiq.actor(queue_name=queue_name, broker=broker, max_retries=0)

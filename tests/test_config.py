@@ -21,6 +21,10 @@ def test_database_url_accepts_herokus_postgres_form():
     assert config.database_url == "postgresql+psycopg://u:p@h:5432/d"
 
 
+def test_the_variables_defaults_are_the_configs_defaults():
+    assert Config.from_env({}) == Config()
+
+
 def test_defaults_are_the_documented_ones():
     config = Config.from_env({})
     documented = {variable.name: variable.default for variable in VARIABLES}
@@ -35,21 +39,42 @@ def test_defaults_are_the_documented_ones():
 
 
 def test_every_variable_is_read_from_the_given_environment():
-    config = Config.from_env({
-        "KAFKA_BOOTSTRAP_SERVERS": "k1:9092", "KAFKA_DELIVERY_TIMEOUT_MS": "1500", "USER_LOOKUP_TIMEOUT_MS": "100",
-        "GET_USER_TIMEOUT_MS": "200", "PAYMENTS_MIN_BACKOFF_MS": "10", "PAYMENTS_MAX_BACKOFF_MS": "20",
-        "KAFKA_TASKS_BROKER": "stub", "DATABASE_URL": "sqlite:///elsewhere.db",
-    })
-    assert (config.kafka.bootstrap_servers, config.delivery_timeout_ms, config.user_lookup_timeout_ms,
-            config.get_user_timeout_ms, config.payments_min_backoff_ms, config.payments_max_backoff_ms,
-            config.broker, config.database_url) == ("k1:9092", 1500, 100, 200, 10, 20, "stub", "sqlite:///elsewhere.db")
+    config = Config.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9092",
+            "KAFKA_DELIVERY_TIMEOUT_MS": "1500",
+            "USER_LOOKUP_TIMEOUT_MS": "100",
+            "GET_USER_TIMEOUT_MS": "200",
+            "PAYMENTS_MIN_BACKOFF_MS": "10",
+            "PAYMENTS_MAX_BACKOFF_MS": "20",
+            "KAFKA_TASKS_BROKER": "stub",
+            "DATABASE_URL": "sqlite:///elsewhere.db",
+        }
+    )
+    assert (
+        config.kafka.bootstrap_servers,
+        config.delivery_timeout_ms,
+        config.user_lookup_timeout_ms,
+        config.get_user_timeout_ms,
+        config.payments_min_backoff_ms,
+        config.payments_max_backoff_ms,
+        config.broker,
+        config.database_url,
+    ) == ("k1:9092", 1500, 100, 200, 10, 20, "stub", "sqlite:///elsewhere.db")
 
 
-@pytest.mark.parametrize("name, value", [
-    ("GET_USER_TIMEOUT_MS", "abc"), ("USER_LOOKUP_TIMEOUT_MS", "0"), ("KAFKA_DELIVERY_TIMEOUT_MS", "-5"),
-    ("PAYMENTS_MIN_BACKOFF_MS", "1.5"), ("KAFKA_TASKS_BROKER", "rabbitmq"), ("DATABASE_URL", "mysql://x/y"),
-    ("KAFKA_SECURITY_PROTOCOL", "bogus"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("GET_USER_TIMEOUT_MS", "abc"),
+        ("USER_LOOKUP_TIMEOUT_MS", "0"),
+        ("KAFKA_DELIVERY_TIMEOUT_MS", "-5"),
+        ("PAYMENTS_MIN_BACKOFF_MS", "1.5"),
+        ("KAFKA_TASKS_BROKER", "rabbitmq"),
+        ("DATABASE_URL", "mysql://x/y"),
+        ("KAFKA_SECURITY_PROTOCOL", "bogus"),
+    ],
+)
 def test_an_invalid_value_is_refused_naming_its_variable(name, value):
     with pytest.raises(ConfigurationError, match=name):
         Config.from_env({name: value})
@@ -70,12 +95,14 @@ def test_backoffs_in_the_wrong_order_are_refused():
 
 def test_env_example_is_rendered_from_the_one_list():
     assert (ROOT / ".env.example").read_text() == render_env_example(), (
-        ".env.example differs from tasks/config.py: run `python -m tasks.config env > .env.example`")
+        ".env.example differs from tasks/config.py: run `python -m tasks.config env > .env.example`"
+    )
 
 
 def test_the_configuration_doc_lists_every_variable_from_the_one_list():
     assert render_markdown_table() in (ROOT / "docs" / "configuration.md").read_text(), (
-        "docs/configuration.md differs from tasks/config.py: paste `python -m tasks.config markdown` into it")
+        "docs/configuration.md differs from tasks/config.py: paste `python -m tasks.config markdown` into it"
+    )
 
 
 def test_every_variable_is_in_the_env_example():

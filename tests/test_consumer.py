@@ -26,9 +26,12 @@ def one_partition_broker(kafka):
 
 def fill(broker: KafkaBroker, queue_name: str, count: int) -> None:
     broker.declare_queue(queue_name)
-    broker.enqueue_many([
-        dramatiq.Message(queue_name=queue_name, actor_name="a", args=(n,), kwargs={}, options={}) for n in range(count)
-    ])
+    broker.enqueue_many(
+        [
+            dramatiq.Message(queue_name=queue_name, actor_name="a", args=(n,), kwargs={}, options={})
+            for n in range(count)
+        ]
+    )
 
 
 def take(consumer, count: int, timeout: float = 30, *, ack: bool = False) -> list:
@@ -174,7 +177,7 @@ def in_worker_thread(function, *args) -> None:
     def run():
         try:
             function(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
+        except BaseException as e:
             raised.append(e)
 
     thread = threading.Thread(target=run)
@@ -186,11 +189,15 @@ def in_worker_thread(function, *args) -> None:
 
 def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None:
     """Makes Kafka refuse every record written to ``topic`` (too large), or accept them again."""
-    entry = (ConfigEntry("max.message.bytes", "16", incremental_operation=AlterConfigOpType.SET) if refuse
-             else ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE))
+    entry = (
+        ConfigEntry("max.message.bytes", "16", incremental_operation=AlterConfigOpType.SET)
+        if refuse
+        else ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE)
+    )
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
     for future in broker.admin.incremental_alter_configs([resource]).values():
         future.result(10)
+
     # The change is committed before the broker applies it: wait until it describes it.
     def applied() -> bool:
         [described] = broker.admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
@@ -199,8 +206,9 @@ def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None
     eventually(applied, timeout=10, interval=0.05, what=f"the broker to apply max.message.bytes to {topic}")
 
 
-def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_partition_broker, queue_name,
-                                                                          handed_out):
+def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(
+    one_partition_broker, queue_name, handed_out
+):
     # Given a failed message, and a dead-letter topic that refuses records
     consumer, proxy = handed_out
     proxy.fail()
@@ -218,7 +226,8 @@ def test_a_nack_whose_dead_letter_kafka_refuses_raises_and_commits_nothing(one_p
 
 
 def test_a_nack_on_the_consumer_thread_whose_dead_letter_kafka_refuses_restarts_the_consumer(
-        one_partition_broker, queue_name, handed_out):
+    one_partition_broker, queue_name, handed_out
+):
     # Given a failed message, and a dead-letter topic that refuses records
     consumer, proxy = handed_out
     proxy.fail()
@@ -233,8 +242,9 @@ def test_a_nack_on_the_consumer_thread_whose_dead_letter_kafka_refuses_restarts_
     assert committed_offset(one_partition_broker, queue_name) is None
 
 
-def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sent(one_partition_broker, queue_name,
-                                                                                  handed_out):
+def test_a_message_whose_retry_kafka_refused_is_not_acked_until_the_retry_is_sent(
+    one_partition_broker, queue_name, handed_out
+):
     # Given a message being processed whose retry Kafka refuses, as Dramatiq's Retries sends it
     consumer, proxy = handed_out
     refuse_records(one_partition_broker, queue_name)
@@ -289,6 +299,7 @@ def test_a_delay_partition_held_while_paused_for_backpressure_is_not_resumed_bef
     consumer.read_ahead = 4
     try:
         pump(consumer)
+
         # And, in one delay tier, two messages due now, then four due in 3 s
         def message(n):
             return dramatiq.Message(queue_name=queue_name, actor_name="a", args=(n,), kwargs={}, options={})
@@ -366,8 +377,11 @@ def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them
             due.send_with_options(args=(n,), delay=1_500)
         # When their queue refuses records while they fall due, so moving them there fails
         refuse_records(broker, queue_name)
-        eventually(lambda: "Consumer encountered an unexpected error" in caplog.text, timeout=30,
-                   what="a move to be refused, and Dramatiq to restart the delay consumer")
+        eventually(
+            lambda: "Consumer encountered an unexpected error" in caplog.text,
+            timeout=30,
+            what="a move to be refused, and Dramatiq to restart the delay consumer",
+        )
         refuse_records(broker, queue_name, refuse=False)
         # Then, once Kafka takes them, each runs once: the restarted consumer reads them again, and
         # nothing the old one handed to Dramatiq's delay queue is moved a second time (it hands
@@ -382,7 +396,9 @@ def test_due_messages_whose_move_kafka_refuses_each_run_once_after_it_takes_them
 
 def records_in(broker: KafkaBroker, topic: str) -> int:
     """How many records a topic holds, over all its partitions."""
-    partitions = [TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    partitions = [
+        TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
     ends = broker.admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
     starts = broker.admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions})
     return sum(ends[tp].result(10).offset - starts[tp].result(10).offset for tp in partitions)

@@ -1,5 +1,6 @@
 """Tests for broker.delays: tier topic names, tier choice and the deliver/wait/hop decision."""
 
+import itertools
 import math
 import random
 
@@ -65,7 +66,7 @@ def test_zero_tier_topic_ends_in_zero():
 
 def test_default_tiers_are_at_most_ten_times_apart_and_top_out_at_one_day():
     nonzero = [delay for delay in DEFAULT_TIER_DELAYS if delay]
-    assert all(upper <= 10 * lower for lower, upper in zip(nonzero, nonzero[1:]))
+    assert all(upper <= 10 * lower for lower, upper in itertools.pairwise(nonzero))
     assert max(DEFAULT_TIER_DELAYS) == DAY
 
 
@@ -229,7 +230,7 @@ def hop_bound(tiers: DelayTiers, max_delay_ms: int) -> int:
     """
     delays = [tier.delay_ms for tier in tiers.tiers if tier.delay_ms]
     writes = 1 + max_delay_ms // delays[-1]
-    writes += sum(math.ceil(upper / lower) - 1 for lower, upper in zip(delays, delays[1:]))
+    writes += sum(math.ceil(upper / lower) - 1 for lower, upper in itertools.pairwise(delays))
     return writes - 1
 
 

@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,11 @@ from tests.eventually import eventually
 def run_launcher(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tasks.cli", "kafka", *args],
-        capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -40,10 +43,14 @@ def produce(bootstrap: str, topic: str, *values: bytes) -> None:
 
 
 def consume(bootstrap: str, topic: str, group: str, count: int, *, commit: bool = False) -> list[bytes]:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group,
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     values = []
 
@@ -63,6 +70,7 @@ def consume(bootstrap: str, topic: str, group: str, count: int, *, commit: bool 
 
 
 # Pure configuration ---------------------------------------------------------------------------
+
 
 def test_broker_config_sets_every_internal_topic_to_one_replica(tmp_path):
     properties = devkafka.BrokerConfig(port=9092, controller_port=9093, data_dir=tmp_path).properties()
@@ -98,6 +106,7 @@ def test_a_new_cluster_id_never_starts_with_a_dash():
 
 # Failure modes -------------------------------------------------------------------------------
 
+
 def test_port_in_use_fails_with_one_line(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -123,7 +132,7 @@ def test_old_java_fails_with_one_line(tmp_path):
     fake_home = tmp_path / "jdk11"
     (fake_home / "bin").mkdir(parents=True)
     java = fake_home / "bin" / "java"
-    java.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     java.chmod(0o755)
     env = dict(os.environ, JAVA_HOME=str(fake_home))
     result = run_launcher("--port", str(devkafka.free_port()), "--ephemeral", env=env)
@@ -156,6 +165,7 @@ def test_kafka_home_that_is_not_a_distribution_fails_with_one_line(tmp_path):
 
 # On the launched broker ----------------------------------------------------------------------
 
+
 def test_produce_consume_round_trip(kafka, topic_name):
     create_topic(kafka, topic_name)
     produce(kafka, topic_name, b"hello", b"world")
@@ -178,15 +188,23 @@ def test_share_consumer_receives_and_acknowledges(kafka, topic_name):
     create_topic(kafka, topic_name)
     group = f"share-{topic_name}"
     admin = AdminClient({"bootstrap.servers": kafka})
-    earliest = ConfigResource(ResourceType.GROUP, group, incremental_configs=[
-        ConfigEntry("share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET),
-    ])
+    earliest = ConfigResource(
+        ResourceType.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry("share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
     for future in admin.incremental_alter_configs([earliest]).values():
         future.result(30)
     produce(kafka, topic_name, b"shared")
-    consumer = ShareConsumer({
-        "bootstrap.servers": kafka, "group.id": group, "share.acknowledgement.mode": "explicit",
-    })
+    consumer = ShareConsumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": group,
+            "share.acknowledgement.mode": "explicit",
+        }
+    )
     consumer.subscribe([topic_name])
     received = []
 

@@ -25,6 +25,7 @@ def headers(reason="ActorNotFound: charge", **fields) -> list[tuple[str, bytes]]
 
 # Ids -----------------------------------------------------------------------------------------
 
+
 def test_an_id_is_the_offset_in_partition_zero_and_partition_colon_offset_elsewhere():
     assert dlq.dead_letter_id(0, 7) == "7"
     assert dlq.dead_letter_id(2, 7) == "2:7"
@@ -42,6 +43,7 @@ def test_parse_id_rejects_anything_else(text):
 
 
 # Decoding a dead letter ----------------------------------------------------------------------
+
 
 def test_a_dead_message_decodes_with_its_reason_and_actor():
     # Given the record of a message dead-lettered after two retries
@@ -84,10 +86,12 @@ def test_original_size_travels_in_the_headers_only_when_set():
 
 # Replay --------------------------------------------------------------------------------------
 
+
 def test_a_replayed_message_keeps_its_id_and_gets_a_fresh_retry_budget():
     # Given a message that failed three times, from the delay queue, with its own options
-    failed = message(retries=3, traceback="Traceback ...", requeue_timestamp=1, eta=2, max_retries=5,
-                     partition_key="user-1")
+    failed = message(
+        retries=3, traceback="Traceback ...", requeue_timestamp=1, eta=2, max_retries=5, partition_key="user-1"
+    )
     failed = dramatiq.Message(**{**failed.asdict(), "queue_name": "payments.DQ", "message_timestamp": 1})
     # When it is prepared for replay
     fresh = dlq.fresh_message(failed, "payments")
@@ -95,8 +99,7 @@ def test_a_replayed_message_keeps_its_id_and_gets_a_fresh_retry_budget():
     assert fresh.message_id == failed.message_id
     assert fresh.queue_name == "payments"
     assert (fresh.actor_name, fresh.args, fresh.kwargs) == ("charge", (1,), {"a": 2})
-    assert fresh.options == {"max_retries": 5, "partition_key": "user-1",
-                             dlq.REPLAYED_OPTION: fresh.message_timestamp}
+    assert fresh.options == {"max_retries": 5, "partition_key": "user-1", dlq.REPLAYED_OPTION: fresh.message_timestamp}
     assert fresh.message_timestamp > 1
     assert failed.options["retries"] == 3  # the dead letter itself is untouched
 
@@ -132,7 +135,17 @@ def test_the_table_shows_one_line_per_dead_letter_with_short_reasons():
         dlq.DeadLetter.from_record(0, 1, b"?", headers("undecodable message:\n" + "x" * 500), 1_700_000_000_000),
     ]
     lines = dlq.render_table(letters).splitlines()
-    assert lines[0].split() == ["ID", "DEAD-LETTERED", "(UTC)", "ACTOR", "MESSAGE", "ID", "RETRIES", "REPLAYED", "REASON"]
+    assert lines[0].split() == [
+        "ID",
+        "DEAD-LETTERED",
+        "(UTC)",
+        "ACTOR",
+        "MESSAGE",
+        "ID",
+        "RETRIES",
+        "REPLAYED",
+        "REASON",
+    ]
     assert lines[1].split()[:4] == ["0", "2023-11-14", "22:13:20", "charge"]
     assert "ActorNotFound: charge" in lines[1]
     assert lines[2].split()[:4] == ["1", "2023-11-14", "22:13:20", "-"]
@@ -141,6 +154,7 @@ def test_the_table_shows_one_line_per_dead_letter_with_short_reasons():
 
 
 # The command ---------------------------------------------------------------------------------
+
 
 def test_dlq_replay_takes_several_ids_and_defaults_to_the_app_module():
     args = build_parser().parse_args(["dlq", "replay", "--id", "3,0:5", "payments", "--id", "7"])
@@ -159,10 +173,12 @@ def test_dlq_fails_in_one_line_when_the_module_sets_no_kafka_broker(capsys):
 def test_dlq_fails_in_one_line_when_the_module_does_not_exist(capsys):
     assert main(["dlq", "replay", "payments", "--module", "no_such_module_here"]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "kafka-tasks dlq replay: error: ModuleNotFoundError: No module named 'no_such_module_here'"]
+        "kafka-tasks dlq replay: error: ModuleNotFoundError: No module named 'no_such_module_here'"
+    ]
 
 
 # Oversized records ---------------------------------------------------------------------------
+
 
 def test_a_record_over_the_limit_is_oversized_and_one_at_the_limit_is_not():
     consumer = SimpleNamespace(broker=SimpleNamespace(max_message_bytes=10))
@@ -193,8 +209,7 @@ def write_tls_dir(directory, **overrides):
 def test_the_tls_listener_requires_client_certificates_and_never_shows_its_key(tmp_path):
     tls = devkafka.TLSListener.from_dir(write_tls_dir(tmp_path), 19093)
     properties = devkafka.BrokerConfig(port=19092, controller_port=19094, data_dir=tmp_path, tls=tls).properties()
-    assert properties["listeners"] == ("PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19094,"
-                                       "SSL://127.0.0.1:19093")
+    assert properties["listeners"] == ("PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19094,SSL://127.0.0.1:19093")
     assert properties["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19093"
     assert properties["inter.broker.listener.name"] == "PLAINTEXT"
     assert properties["listener.security.protocol.map"].split(",")[-1] == "SSL:SSL"
@@ -217,11 +232,14 @@ def test_without_tls_there_is_only_the_plaintext_listener(tmp_path):
     assert not any(key.startswith("ssl.") for key in properties)
 
 
-@pytest.mark.parametrize("overrides, error", [
-    ({"broker.key": None}, "cannot read .*broker.key for the TLS listener"),
-    ({"broker.key": "-----BEGIN EC PRIVATE KEY-----\n..."}, "must hold an unencrypted PKCS#8 private key"),
-    ({"ca.pem": "/etc/ssl/ca.pem"}, "ca.pem must hold PEM certificates"),
-])
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"broker.key": None}, "cannot read .*broker.key for the TLS listener"),
+        ({"broker.key": "-----BEGIN EC PRIVATE KEY-----\n..."}, "must hold an unencrypted PKCS#8 private key"),
+        ({"ca.pem": "/etc/ssl/ca.pem"}, "ca.pem must hold PEM certificates"),
+    ],
+)
 def test_a_bad_ssl_dir_fails_in_one_line(tmp_path, overrides, error):
     with pytest.raises(devkafka.LocalKafkaError, match=error):
         devkafka.TLSListener.from_dir(write_tls_dir(tmp_path, **overrides), 19093)
@@ -233,6 +251,7 @@ def test_ssl_port_without_ssl_dir_is_refused(capsys):
 
 
 # Replay rules on the real broker -------------------------------------------------------------
+
 
 def dead_letter_directly(kafka: str, topic: str, *values: bytes) -> None:
     producer = Producer({"bootstrap.servers": kafka})

@@ -4,7 +4,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import pytest
@@ -73,6 +73,7 @@ def take(broker, queue: str) -> dramatiq.Message:
 
 # Sign-up ----------------------------------------------------------------------------------------
 
+
 def test_sign_up_is_accepted_and_queued(client, store, broker):
     # When a valid sign-up is posted
     response = client.post("/api/auth/sign-up", json=SIGN_UP)
@@ -91,7 +92,7 @@ def test_sign_up_is_accepted_and_queued(client, store, broker):
     assert store.get_task(body["taskId"]) is None
     status = client.get(body["statusUrl"]).get_json()
     assert (status["status"], status["kind"]) == ("queued", "create_user")
-    made = datetime.fromtimestamp(message.message_timestamp / 1000, timezone.utc)
+    made = datetime.fromtimestamp(message.message_timestamp / 1000, UTC)
     assert datetime.fromisoformat(status["createdAt"]) == datetime.fromisoformat(status["updatedAt"]) == made
 
 
@@ -113,18 +114,21 @@ def test_a_task_recorded_by_its_worker_answers_from_the_store(client, store, bro
     assert (body["status"], body["result"]) == ("succeeded", {"id": 7})
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"email": "a@example.com"}, "name"),
-    ({"name": "", "email": "a@example.com"}, "name"),
-    ({"name": "   ", "email": "a@example.com"}, "name"),
-    ({"name": "x" * 201, "email": "a@example.com"}, "name"),
-    ({"name": "Ada"}, "email"),
-    ({"name": "Ada", "email": "not-an-email"}, "email"),
-    ({"name": 42, "email": "a@example.com"}, "name"),
-    ({"name": "Ada\ud800", "email": "a@example.com"}, "name"),
-    ({"name": "Ada\x00", "email": "a@example.com"}, "name"),
-    ({"name": "Ada", "email": "\u0130" * 130 + "@example.com"}, "email"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"email": "a@example.com"}, "name"),
+        ({"name": "", "email": "a@example.com"}, "name"),
+        ({"name": "   ", "email": "a@example.com"}, "name"),
+        ({"name": "x" * 201, "email": "a@example.com"}, "name"),
+        ({"name": "Ada"}, "email"),
+        ({"name": "Ada", "email": "not-an-email"}, "email"),
+        ({"name": 42, "email": "a@example.com"}, "name"),
+        ({"name": "Ada\ud800", "email": "a@example.com"}, "name"),
+        ({"name": "Ada\x00", "email": "a@example.com"}, "name"),
+        ({"name": "Ada", "email": "\u0130" * 130 + "@example.com"}, "email"),
+    ],
+)
 def test_sign_up_names_each_invalid_field(client, store, broker, payload, field):
     # When an invalid sign-up is posted
     response = client.post("/api/auth/sign-up", json=payload)
@@ -136,6 +140,7 @@ def test_sign_up_names_each_invalid_field(client, store, broker, payload, field)
 
 
 # Payments ---------------------------------------------------------------------------------------
+
 
 def test_pay_is_accepted(client, store, broker):
     # When a valid payment is posted without an idempotency key
@@ -193,8 +198,9 @@ def test_an_idempotency_key_reused_for_a_different_payment_is_422_naming_the_hea
     assert first.status_code == 202
     take(broker, "payments")
     # When the same key comes with another amount
-    response = client.post("/api/payments/pay", json={**PAYMENT, "amount": "99.00"},
-                           headers={"Idempotency-Key": "order-10"})
+    response = client.post(
+        "/api/payments/pay", json={**PAYMENT, "amount": "99.00"}, headers={"Idempotency-Key": "order-10"}
+    )
     # Then it is refused, naming the header, and nothing more is sent
     body = assert_error(response, 422, "Unprocessable Entity")
     assert list(body["errors"]["headers"]) == ["Idempotency-Key"]
@@ -217,8 +223,11 @@ def test_a_key_whose_submission_was_abandoned_sends_that_task_again(client, stor
     # Given a task with this key left "submitting" by a process that died while sending it
     store.add_task(task_id="t-abandoned", kind="process_payment", idempotency_key="order-8")
     with store.engine.begin() as connection:
-        connection.execute(sa.update(Task).where(Task.id == "t-abandoned").values(
-            updated_at=datetime.now(timezone.utc) - ABANDONED_AFTER - timedelta(seconds=1)))
+        connection.execute(
+            sa.update(Task)
+            .where(Task.id == "t-abandoned")
+            .values(updated_at=datetime.now(UTC) - ABANDONED_AFTER - timedelta(seconds=1))
+        )
 
     # When the same key is posted
     response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-8"})
@@ -234,8 +243,11 @@ def test_a_taken_over_task_whose_send_fails_keeps_its_key(client, store, broker,
     # Given a task with this key abandoned by a process that died while sending it (Kafka may have it)
     store.add_task(task_id="t-abandoned", kind="process_payment", idempotency_key="order-9")
     with store.engine.begin() as connection:
-        connection.execute(sa.update(Task).where(Task.id == "t-abandoned").values(
-            updated_at=datetime.now(timezone.utc) - ABANDONED_AFTER - timedelta(seconds=1)))
+        connection.execute(
+            sa.update(Task)
+            .where(Task.id == "t-abandoned")
+            .values(updated_at=datetime.now(UTC) - ABANDONED_AFTER - timedelta(seconds=1))
+        )
 
     def down(message, *, delay=None):
         raise DeliveryFailed("down")
@@ -267,8 +279,11 @@ def test_a_task_kafka_took_is_202_even_if_its_status_cannot_be_recorded(client, 
     assert client.get(f"/api/tasks/{task_id}").get_json()["status"] == "queued"
 
 
-@pytest.mark.parametrize("body", ['{"userId": 1' + "1" * 5000 + "}", "[" * 20_000 + "]" * 20_000],
-                         ids=["integer-of-5000-digits", "arrays-nested-20000-deep"])
+@pytest.mark.parametrize(
+    "body",
+    ['{"userId": 1' + "1" * 5000 + "}", "[" * 20_000 + "]" * 20_000],
+    ids=["integer-of-5000-digits", "arrays-nested-20000-deep"],
+)
 def test_json_that_python_cannot_read_is_400(client, store, broker, body):
     response = client.post("/api/payments/pay", data=body, content_type="application/json")
 
@@ -277,22 +292,25 @@ def test_json_that_python_cannot_read_is_400(client, store, broker, body):
     assert broker.queues["payments"].qsize() == 0
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"userId": None}, "userId"),
-    ({"userId": 0}, "userId"),
-    ({"userId": -1}, "userId"),
-    ({"userId": "1"}, "userId"),
-    ({"userId": 1.5}, "userId"),
-    ({"userId": 2**31}, "userId"),
-    ({"amount": 0}, "amount"),
-    ({"amount": -1}, "amount"),
-    ({"amount": 1.234}, "amount"),
-    ({"amount": "1000000.01"}, "amount"),
-    ({"amount": "abc"}, "amount"),
-    ({"amount": "NaN"}, "amount"),
-    ({"currency": "XXX"}, "currency"),
-    ({"currency": "usd"}, "currency"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"userId": None}, "userId"),
+        ({"userId": 0}, "userId"),
+        ({"userId": -1}, "userId"),
+        ({"userId": "1"}, "userId"),
+        ({"userId": 1.5}, "userId"),
+        ({"userId": 2**31}, "userId"),
+        ({"amount": 0}, "amount"),
+        ({"amount": -1}, "amount"),
+        ({"amount": 1.234}, "amount"),
+        ({"amount": "1000000.01"}, "amount"),
+        ({"amount": "abc"}, "amount"),
+        ({"amount": "NaN"}, "amount"),
+        ({"currency": "XXX"}, "currency"),
+        ({"currency": "usd"}, "currency"),
+    ],
+)
 def test_pay_names_each_invalid_field(client, store, broker, changes, field):
     # When a payment with one invalid field is posted
     response = client.post("/api/payments/pay", json={**PAYMENT, **changes})
@@ -312,6 +330,7 @@ def test_pay_without_amount_names_it(client, store, broker):
 
 # Malformed requests -----------------------------------------------------------------------------
 
+
 def test_malformed_json_is_400(client, store, broker):
     response = client.post("/api/auth/sign-up", data='{"name": "Ada",', content_type="application/json")
 
@@ -321,8 +340,9 @@ def test_malformed_json_is_400(client, store, broker):
 
 
 def test_body_that_is_not_json_is_415(client, store, broker):
-    response = client.post("/api/auth/sign-up", data="name=Ada&email=a@example.com",
-                           content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        "/api/auth/sign-up", data="name=Ada&email=a@example.com", content_type="application/x-www-form-urlencoded"
+    )
 
     assert_error(response, 415, "Unsupported Media Type")
     assert broker.queues["auth"].qsize() == 0
@@ -350,6 +370,7 @@ def test_wrong_method_is_405_json(client):
 
 # Task statuses ----------------------------------------------------------------------------------
 
+
 def test_unknown_task_is_404(client, store):
     response = client.get("/api/tasks/no-such-task")
 
@@ -369,7 +390,12 @@ def test_known_task_answers_its_status(client, store):
     assert response.status_code == 200
     body = response.get_json()
     assert {k: body[k] for k in ("taskId", "kind", "status", "result", "error")} == {
-        "taskId": "t-done", "kind": "create_user", "status": "succeeded", "result": {"id": 1}, "error": None}
+        "taskId": "t-done",
+        "kind": "create_user",
+        "status": "succeeded",
+        "result": {"id": 1},
+        "error": None,
+    }
     assert body["createdAt"] and body["updatedAt"]
 
 
@@ -383,6 +409,7 @@ def test_task_being_submitted_shows_as_queued(client, store):
 
 
 # Kafka unavailable ------------------------------------------------------------------------------
+
 
 def test_kafka_down_is_503_with_retry_after_and_no_task(client, store, broker, monkeypatch):
     # Given a broker that Kafka does not acknowledge
@@ -417,6 +444,7 @@ def test_sign_ups_write_nothing_to_the_database(client, store, broker, monkeypat
 
 
 # Users ------------------------------------------------------------------------------------------
+
 
 def test_user_lookup_timing_out_is_504(stub_config, store, broker):
     # Given no worker answers, and a short lookup timeout
@@ -467,6 +495,7 @@ def test_user_id_beyond_any_stored_is_404_without_a_lookup(client, store, broker
 
 # Unexpected errors ------------------------------------------------------------------------------
 
+
 def test_unexpected_error_is_500_json(client, store, monkeypatch, caplog):
     def get_task(self, task_id):
         raise RuntimeError("secret detail")
@@ -481,6 +510,7 @@ def test_unexpected_error_is_500_json(client, store, monkeypatch, caplog):
 
 
 # Health -----------------------------------------------------------------------------------------
+
 
 def test_healthz(client):
     response = client.get("/healthz")
@@ -512,6 +542,7 @@ def test_readyz_names_the_database_when_it_fails(client, store, monkeypatch):
 
 # API documentation ------------------------------------------------------------------------------
 
+
 def test_openapi_lists_paths_and_error_answers(client):
     response = client.get("/api/openapi.json")
 
@@ -519,8 +550,14 @@ def test_openapi_lists_paths_and_error_answers(client):
     spec = response.get_json()
     assert spec["openapi"] == "3.1.0"
     assert spec["info"] == {"title": "kafka-tasks", "version": "1"}
-    assert set(spec["paths"]) == {"/api/auth/sign-up", "/api/payments/pay", "/api/tasks/{task_id}",
-                                  "/api/users/{user_id}", "/healthz", "/readyz"}
+    assert set(spec["paths"]) == {
+        "/api/auth/sign-up",
+        "/api/payments/pay",
+        "/api/tasks/{task_id}",
+        "/api/users/{user_id}",
+        "/healthz",
+        "/readyz",
+    }
     pay = spec["paths"]["/api/payments/pay"]["post"]["responses"]
     assert {"202", "400", "409", "413", "415", "422", "503"} <= set(pay)
     assert "Retry-After" in pay["503"]["headers"]
@@ -537,11 +574,14 @@ def test_swagger_ui(client):
 
 # WSGI entry point -------------------------------------------------------------------------------
 
+
 def test_wsgi_module_freezes_what_it_built(tmp_path):
     # In a process of its own, as gunicorn's workers import it: frozen objects are never collected
     script = "import gc, gateway.wsgi; print(gc.get_freeze_count())"
     env = {**os.environ, "KAFKA_TASKS_BROKER": "stub", "DATABASE_URL": f"sqlite:///{tmp_path / 'wsgi.db'}"}
 
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
 
     assert int(out.stdout) > 10_000

@@ -44,6 +44,7 @@ def submit_in_thread(group, item, outcomes):
     """Commits ``item`` in a new thread, recording whether it was committed when the call
     returned, or what it raised (an interrupt too).
     """
+
     def run():
         try:
             group(item)

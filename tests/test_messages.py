@@ -39,13 +39,16 @@ def test_an_undecodable_value_says_so(broker, value):
         decode(value, queue_name="q", broker=broker)
 
 
-@pytest.mark.parametrize("field, value, reason", [
-    ("options", None, "malformed message: options is null"),
-    ("kwargs", [], "malformed message: kwargs is an array"),
-    ("actor_name", ["pay"], "malformed message: actor_name is an array"),
-    ("message_id", 7, "malformed message: message_id is a number"),
-    ("message_timestamp", "now", "malformed message: message_timestamp is a string"),
-])
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("options", None, "malformed message: options is null"),
+        ("kwargs", [], "malformed message: kwargs is an array"),
+        ("actor_name", ["pay"], "malformed message: actor_name is an array"),
+        ("message_id", 7, "malformed message: message_id is a number"),
+        ("message_timestamp", "now", "malformed message: message_timestamp is a string"),
+    ],
+)
 def test_a_field_of_the_wrong_type_is_refused(broker, field, value, reason):
     with pytest.raises(BadMessage) as refused:
         decode(encoded(broker, **{field: value}), queue_name="q", broker=broker)

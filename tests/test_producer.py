@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -119,12 +118,16 @@ def test_a_closed_producer_refuses_to_send(kafka, topic):
 
 # Fatal errors ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("error", "fatal"), [
-    (KafkaError(KafkaError._FATAL), True),
-    (KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, fatal=True), True),
-    (KafkaError(KafkaError._MSG_TIMED_OUT), False),
-    (KafkaError(KafkaError._TRANSPORT), False),
-])
+
+@pytest.mark.parametrize(
+    ("error", "fatal"),
+    [
+        (KafkaError(KafkaError._FATAL), True),
+        (KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, fatal=True), True),
+        (KafkaError(KafkaError._MSG_TIMED_OUT), False),
+        (KafkaError(KafkaError._TRANSPORT), False),
+    ],
+)
 def test_is_fatal_tells_the_errors_no_client_recovers_from(error, fatal):
     assert is_fatal(error) is fatal
 
@@ -190,6 +193,10 @@ def test_a_send_after_a_fatal_error_goes_through_a_new_client(failed_once, topic
 
 
 def test_a_client_reported_fatal_is_replaced_before_the_next_send(failed_once, first_client_fails_fatally):
-    eventually(lambda: first_client_fails_fatally.made >= 2, timeout=10, what="a new client",
-               progress=lambda: first_client_fails_fatally.made)
+    eventually(
+        lambda: first_client_fails_fatally.made >= 2,
+        timeout=10,
+        what="a new client",
+        progress=lambda: first_client_fails_fatally.made,
+    )
     assert first_client_fails_fatally.made == 2

@@ -36,15 +36,31 @@ WORKERS = ("auth", "payments")
 
 @pytest.mark.timeout(240)
 def test_sigterm_to_the_worker_groups_mid_stream_loses_and_doubles_nothing(services, kafka):
-    recorded = lambda: sum(payment_counts(services.store).values())  # noqa: E731
+
+    def recorded() -> int:
+        return sum(payment_counts(services.store).values())
+
     # Given a backlog of payments in Kafka, and more streaming in through the gateway
     user = services.sign_up("Ada", "ada@example.com")
     backlog = [f"backlog-{n}" for n in range(BACKLOG)]
     task_ids = set(services.enqueue_payments(user["id"], backlog))
-    stream = Stream(services.base, lambda n: ("POST", "/api/payments/pay", {"userId": user["id"], "amount": "2.00"},
-                                              {"Idempotency-Key": f"stream-{n}"}), clients=CLIENTS, rate=RATE).start()
-    services.wait_until("200 payments recorded before the deploy", lambda: recorded() >= 200,
-                        lambda: f"{recorded()} recorded", timeout=120)
+    stream = Stream(
+        services.base,
+        lambda n: (
+            "POST",
+            "/api/payments/pay",
+            {"userId": user["id"], "amount": "2.00"},
+            {"Idempotency-Key": f"stream-{n}"},
+        ),
+        clients=CLIENTS,
+        rate=RATE,
+    ).start()
+    services.wait_until(
+        "200 payments recorded before the deploy",
+        lambda: recorded() >= 200,
+        lambda: f"{recorded()} recorded",
+        timeout=120,
+    )
 
     # When SIGTERM goes to every process of both worker groups, as the platform sends it
     members = {name: services.members(name) for name in WORKERS}
@@ -63,14 +79,24 @@ def test_sigterm_to_the_worker_groups_mid_stream_loses_and_doubles_nothing(servi
     streamed = {r[4]["taskId"]: f"stream-{r[0]}" for r in results if r[3] == 202}
     task_ids |= set(streamed)
     expected = set(backlog) | set(streamed.values())
-    services.wait_until(f"all {len(expected)} payments recorded after the restart",
-                        lambda: recorded() >= len(expected), lambda: f"{recorded()} recorded", timeout=120)
-    services.wait_until("every payment task succeeded",
-                        lambda: task_statuses(services.store, task_ids)["succeeded"] == len(task_ids),
-                        lambda: task_statuses(services.store, task_ids), timeout=60)
-    services.wait_until("every group committed everything",
-                        lambda: not any(consumer_lag(kafka, services.prefix).values()),
-                        lambda: consumer_lag(kafka, services.prefix), timeout=60)
+    services.wait_until(
+        f"all {len(expected)} payments recorded after the restart",
+        lambda: recorded() >= len(expected),
+        lambda: f"{recorded()} recorded",
+        timeout=120,
+    )
+    services.wait_until(
+        "every payment task succeeded",
+        lambda: task_statuses(services.store, task_ids)["succeeded"] == len(task_ids),
+        lambda: task_statuses(services.store, task_ids),
+        timeout=60,
+    )
+    services.wait_until(
+        "every group committed everything",
+        lambda: not any(consumer_lag(kafka, services.prefix).values()),
+        lambda: consumer_lag(kafka, services.prefix),
+        timeout=60,
+    )
     counts = payment_counts(services.store)
     records = topic_records(kafka, services.prefix)
     payments_log = services.log_text("payments")
@@ -79,15 +105,19 @@ def test_sigterm_to_the_worker_groups_mid_stream_loses_and_doubles_nothing(servi
     # topic, and so comes back to the payments topic once more.
     retried = payments_log.count("Retrying message ")
 
-    report("Deploy", "worker processes signalled (auth, payments)",
-           f"{len(members['auth'])}, {len(members['payments'])}")
+    report(
+        "Deploy", "worker processes signalled (auth, payments)", f"{len(members['auth'])}, {len(members['payments'])}"
+    )
     for name in WORKERS:
         report("Deploy", f"{name}: SIGTERM to exit (s), exit status", f"{exits[name][1]:.1f}, {exits[name][0]}")
     report("Deploy", "payments recorded at the stop / in all", f"{at_stop} / {sum(counts.values())}")
     report("Deploy", "gateway answers during the deploy", dict(statuses))
     report("Deploy", "payments run again after the restart (already recorded)", redelivered)
-    report("Deploy", "retries through the delay topics (payments.DQ.*)",
-           sum(n for t, n in records.items() if t.startswith("payments.DQ.")))
+    report(
+        "Deploy",
+        "retries through the delay topics (payments.DQ.*)",
+        sum(n for t, n in records.items() if t.startswith("payments.DQ.")),
+    )
     for name in WORKERS:
         status, took = exits[name]
         assert took <= EXIT_WITHIN, f"{name} took {took:.1f}s to exit after SIGTERM\n{services.log(name)}"

@@ -50,8 +50,9 @@ DATABASE_FOLDER = Path(tempfile.mkdtemp(prefix="kafka-tasks-http-"))
 
 #: The gateway under test, on the StubBroker, built at import: schemathesis reads its OpenAPI
 #: document to generate the tests.  Building it touches no network and no database.
-SYSTEM = build_system(Config(broker="stub", database_url=f"sqlite:///{DATABASE_FOLDER / 'gateway.db'}",
-                             user_lookup_timeout_ms=1_000))
+SYSTEM = build_system(
+    Config(broker="stub", database_url=f"sqlite:///{DATABASE_FOLDER / 'gateway.db'}", user_lookup_timeout_ms=1_000)
+)
 GATEWAY = create_app(SYSTEM.config, broker=SYSTEM.broker, store=SYSTEM.store)
 
 
@@ -79,12 +80,19 @@ def gateway_backends():
         report("Bad HTTP input", "responses by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
         report("Bad HTTP input", "5xx responses", sum(n for s, n in statuses.items() if s >= 500))
         paths = GATEWAY.test_client().get("/api/openapi.json").get_json()["paths"]
-        operations = {f"{method.upper()} {path}" for path, item in paths.items() for method in item
-                      if method in ("get", "post", "put", "patch", "delete")}
+        operations = {
+            f"{method.upper()} {path}"
+            for path, item in paths.items()
+            for method in item
+            if method in ("get", "post", "put", "patch", "delete")
+        }
         untested = sorted(operations - {label for label, _ in _tally})
-        report("Bad HTTP input", "operations exercised",
-               f"{len(operations) - len(untested)} of {len(operations)}"
-               + (f" (not: {', '.join(untested)})" if untested else ""))
+        report(
+            "Bad HTTP input",
+            "operations exercised",
+            f"{len(operations) - len(untested)} of {len(operations)}"
+            + (f" (not: {', '.join(untested)})" if untested else ""),
+        )
 
 
 def documented_json_error(ctx, response, case) -> None:
@@ -102,12 +110,14 @@ def documented_json_error(ctx, response, case) -> None:
     probing_method = case.method.upper() != case.operation.method.upper()
     assert status in documented or (status == 405 and probing_method), (
         f"{case.method} {case.formatted_path} answered {status}, which {case.operation.label} does not document "
-        f"(documents {sorted(documented)})")
+        f"(documents {sorted(documented)})"
+    )
     content_type = {name.lower(): values for name, values in response.headers.items()}.get("content-type", [""])[0]
     assert content_type.startswith("application/json"), f"{status} answer is not JSON: {content_type!r}"
     body = json.loads(response.content)
     assert isinstance(body, dict) and body.get("code") == status and isinstance(body.get("message"), str), (
-        f"{status} answer is not the gateway's JSON error: {body!r}")
+        f"{status} answer is not the gateway's JSON error: {body!r}"
+    )
 
 
 # Loaded eagerly: schemathesis 4's lazy ``schemathesis.pytest.from_fixture`` fails on pytest 9.2
@@ -117,13 +127,13 @@ schema = schemathesis.openapi.from_wsgi("/api/openapi.json", GATEWAY)
 
 @pytest.mark.timeout(240)
 @schema.parametrize()
-@settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_generated_requests_get_no_5xx_and_documented_json_errors(case, gateway_backends):
     # Given a generated request, valid or not, when the gateway answers it
     # Then it is no 5xx, and an error is JSON with a status the operation documents
-    case.call_and_validate(checks=[not_a_server_error, content_type_conformance, response_schema_conformance,
-                                   documented_json_error])
+    case.call_and_validate(
+        checks=[not_a_server_error, content_type_conformance, response_schema_conformance, documented_json_error]
+    )
 
 
 # Scenario 6: load ----------------------------------------------------------------------------------
@@ -152,8 +162,12 @@ def test_steady_load_near_capacity_has_no_errors_flat_memory_and_no_lag(services
 
     def mixed(n: int):  # Half sign-ups, half payments.
         if n % 2:
-            return ("POST", "/api/payments/pay", {"userId": user["id"], "amount": "3.00"},
-                    {"Idempotency-Key": f"load-{n}"})
+            return (
+                "POST",
+                "/api/payments/pay",
+                {"userId": user["id"], "amount": "3.00"},
+                {"Idempotency-Key": f"load-{n}"},
+            )
         return "POST", "/api/auth/sign-up", {"name": f"User {n}", "email": f"load{n}@example.com"}, None
 
     # Given the gateway's capacity, measured with many clients sending back to back
@@ -180,28 +194,39 @@ def test_steady_load_near_capacity_has_no_errors_flat_memory_and_no_lag(services
     statuses = Counter(r[3] if r[6] is None else r[6].split(":")[0] for r in [*measured, *results])
     accepted = {r[4]["taskId"] for r in [*measured, *results] if r[3] == 202}
     drained_from = time.monotonic()
-    services.wait_until("consumer lag back to zero after the load",
-                        lambda: not any(consumer_lag(kafka, services.prefix).values()),
-                        lambda: consumer_lag(kafka, services.prefix), timeout=120, logs=("auth", "payments"))
+    services.wait_until(
+        "consumer lag back to zero after the load",
+        lambda: not any(consumer_lag(kafka, services.prefix).values()),
+        lambda: consumer_lag(kafka, services.prefix),
+        timeout=120,
+        logs=("auth", "payments"),
+    )
     drained = time.monotonic() - drained_from
     final = task_statuses(services.store, accepted)
-    errors = {name: services.log_text(name).count("[ERROR]") + services.log_text(name).count("Traceback")
-              for name in ("web", "auth", "payments")}
+    errors = {
+        name: services.log_text(name).count("[ERROR]") + services.log_text(name).count("Traceback")
+        for name in ("web", "auth", "payments")
+    }
     latencies = [r[2] for r in results if r[3] == 202]
 
     report("Load", "load duration (s; RELIABILITY_LOAD_SECONDS)", f"{LOAD_SECONDS} (+{WARM_UP} warm-up)")
     report("Load", "measured capacity (202/s, 16 clients, half sign-ups, half payments)", f"{capacity:.0f}")
     report("Load", "target / achieved rate (req/s)", f"{rate:.0f} / {len(results) / load_took:.0f}")
     report("Load", "requests / answers", f"{len(measured) + len(results)} / {dict(statuses)}")
-    report("Load", "latency at the steady rate, p50 / p99 (ms)",
-           f"{_percentile(latencies, 0.5) * 1000:.0f} / {_percentile(latencies, 0.99) * 1000:.0f}")
+    report(
+        "Load",
+        "latency at the steady rate, p50 / p99 (ms)",
+        f"{_percentile(latencies, 0.5) * 1000:.0f} / {_percentile(latencies, 0.99) * 1000:.0f}",
+    )
     report("Load", "tasks", dict(final))
     report("Load", "errors in the logs (web, auth, payments)", errors)
     report("Load", "consumer lag back to zero after the load (s)", f"{drained:.1f}")
     for process in sorted(rss_start):
-        report("Load", f"RSS {process.split('/')[0]} pid {process.split('/')[1]}: start / peak / end (MiB)",
-               f"{rss_start[process] / 1024:.0f} / {rss_peak[process] / 1024:.0f} / "
-               f"{rss_end.get(process, 0) / 1024:.0f}")
+        report(
+            "Load",
+            f"RSS {process.split('/')[0]} pid {process.split('/')[1]}: start / peak / end (MiB)",
+            f"{rss_start[process] / 1024:.0f} / {rss_peak[process] / 1024:.0f} / {rss_end.get(process, 0) / 1024:.0f}",
+        )
     assert set(statuses) == {202}, f"answers other than 202: {statuses}"
     assert final == Counter({"succeeded": len(accepted)}), final
     assert set(rss_end) == set(rss_start), f"processes came or went during the load: {rss_start} -> {rss_end}"

@@ -92,9 +92,13 @@ def test_kafka_outage_answers_503_fast_and_loses_no_accepted_sign_up(own_kafka, 
     time.sleep(max(0.0, down + OUTAGE - time.monotonic()))
     own_kafka.start()
     up = time.monotonic()
-    services.wait_until("a sign-up accepted after Kafka came back",
-                        lambda: any(r[1] > up and r[3] == 202 for r in list(stream.results)),
-                        lambda: Counter(r[3] for r in list(stream.results) if r[1] > up), timeout=60, logs=("web",))
+    services.wait_until(
+        "a sign-up accepted after Kafka came back",
+        lambda: any(r[1] > up and r[3] == 202 for r in list(stream.results)),
+        lambda: Counter(r[3] for r in list(stream.results) if r[1] > up),
+        timeout=60,
+        logs=("web",),
+    )
     recovered = min(r[1] + r[2] for r in list(stream.results) if r[1] > up and r[3] == 202) - up
     time.sleep(5)
     results = stream.stop()
@@ -105,26 +109,40 @@ def test_kafka_outage_answers_503_fast_and_loses_no_accepted_sign_up(own_kafka, 
     slowest = max((r[2] for r in unavailable), default=0.0)
     accepted = {r[4]["taskId"] for r in results if r[3] == 202}
     # and every accepted sign-up was processed once Kafka was back
-    services.wait_until(f"all {len(accepted)} accepted sign-ups processed",
-                        lambda: task_statuses(services.store, accepted)["succeeded"] == len(accepted),
-                        lambda: task_statuses(services.store, accepted), timeout=90, logs=("auth",))
-    services.wait_until("the auth groups committed everything",
-                        lambda: not any(consumer_lag(own_kafka.bootstrap_servers, services.prefix, ["auth"]).values()),
-                        lambda: consumer_lag(own_kafka.bootstrap_servers, services.prefix, ["auth"]), timeout=60,
-                        logs=("auth",))
+    services.wait_until(
+        f"all {len(accepted)} accepted sign-ups processed",
+        lambda: task_statuses(services.store, accepted)["succeeded"] == len(accepted),
+        lambda: task_statuses(services.store, accepted),
+        timeout=90,
+        logs=("auth",),
+    )
+    services.wait_until(
+        "the auth groups committed everything",
+        lambda: not any(consumer_lag(own_kafka.bootstrap_servers, services.prefix, ["auth"]).values()),
+        lambda: consumer_lag(own_kafka.bootstrap_servers, services.prefix, ["auth"]),
+        timeout=60,
+        logs=("auth",),
+    )
     creators = user_creators(services.store)
     records = topic_records(own_kafka.bootstrap_servers, services.prefix)
     after = {name: services.members(name) for name in ("web", "auth", "payments")}
 
     report("Broker outage", "broker down, from its exit to its restart (s)", OUTAGE)
     report("Broker outage", "Kafka unreachable, from the stop to ready again (s)", f"{up - stopping:.1f}")
-    report("Broker outage", "sign-ups sent / 202 / 503 / other", f"{len(results)} / {statuses[202]} / "
-           f"{statuses[503]} / {sum(n for s, n in statuses.items() if s not in (202, 503))}")
+    report(
+        "Broker outage",
+        "sign-ups sent / 202 / 503 / other",
+        f"{len(results)} / {statuses[202]} / "
+        f"{statuses[503]} / {sum(n for s, n in statuses.items() if s not in (202, 503))}",
+    )
     report("Broker outage", "slowest 503 (s)", f"{slowest:.2f}")
     report("Broker outage", "/readyz during the outage", ready_status)
     report("Broker outage", "first 202 after Kafka was ready (s)", f"{recovered:.1f}")
-    report("Broker outage", "accepted sign-ups processed / users in the database",
-           f"{task_statuses(services.store, accepted)['succeeded']} / {sum(creators.values())}")
+    report(
+        "Broker outage",
+        "accepted sign-ups processed / users in the database",
+        f"{task_statuses(services.store, accepted)['succeeded']} / {sum(creators.values())}",
+    )
     report("Broker outage", "sign-up records in Kafka (auth topic)", records.get("auth", 0))
     report("Broker outage", "processes restarted", "none" if after == pids else f"{pids} -> {after}")
     assert set(statuses) <= {202, 503}, f"answers other than 202 and 503: {statuses}"
@@ -132,7 +150,8 @@ def test_kafka_outage_answers_503_fast_and_loses_no_accepted_sign_up(own_kafka, 
     assert all(r[5].get("Retry-After") and r[4].get("code") == 503 for r in unavailable), unavailable[:3]
     assert slowest <= ANSWER_WITHIN, (
         f"{sum(r[2] > ANSWER_WITHIN for r in unavailable)} of {len(unavailable)} 503s took over {ANSWER_WITHIN}s "
-        f"(slowest {slowest:.2f}s): {sorted(round(r[2], 2) for r in unavailable)[-10:]}")
+        f"(slowest {slowest:.2f}s): {sorted(round(r[2], 2) for r in unavailable)[-10:]}"
+    )
     assert ready_status == 503, (ready_status, ready_body)
     assert all(creators[task_id] == 1 for task_id in accepted), "an accepted sign-up has no user, or two"
     assert max(creators.values()) == 1

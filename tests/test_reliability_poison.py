@@ -54,8 +54,9 @@ def read_all(kafka: str, topic: str) -> list:
                     records.append(record)
             return len(records) >= wanted
 
-        eventually(read, timeout=TIMEOUT, interval=0, what=f"the {wanted} records of {topic}",
-                   progress=lambda: len(records))
+        eventually(
+            read, timeout=TIMEOUT, interval=0, what=f"the {wanted} records of {topic}", progress=lambda: len(records)
+        )
         return records
     finally:
         consumer.close()
@@ -72,17 +73,28 @@ def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
             errors.append(e)
             return None
 
-    return eventually(read, timeout=TIMEOUT, interval=0.1, what=f"the offsets of {tp.topic} [{tp.partition}]",
-                      progress=lambda: errors[-1:])
+    return eventually(
+        read,
+        timeout=TIMEOUT,
+        interval=0.1,
+        what=f"the offsets of {tp.topic} [{tp.partition}]",
+        progress=lambda: errors[-1:],
+    )
 
 
 def dlq_command(kafka: str, queue_name: str, *args: str) -> subprocess.CompletedProcess:
     """Runs ``kafka-tasks dlq ...`` in its own process, on the test's queue."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TEST_QUEUE": queue_name, "KAFKA_TASKS_BROKER": "kafka"}
     try:
-        return subprocess.run([sys.executable, "-m", "tasks.cli", "dlq", *args, queue_name, "--module", "tests.workerapp"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "tasks.cli", "dlq", *args, queue_name, "--module", "tests.workerapp"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"`kafka-tasks dlq {' '.join(args)}` hung for {TIMEOUT}s: {e.stdout}{e.stderr}", pytrace=False)
 
@@ -169,8 +181,9 @@ def test_poison_is_dead_lettered_listed_and_replayed_once(kafka, queue_name):
         worker.stop()
         broker.close()
 
-    report("Poison", "poison records produced straight to the queue topic",
-           "3 (malformed JSON, unknown actor, oversized)")
+    report(
+        "Poison", "poison records produced straight to the queue topic", "3 (malformed JSON, unknown actor, oversized)"
+    )
     report("Poison", "valid tasks sent behind them / run", f"21 / {len(seen)}")
     report("Poison", "dead letters read back from `<queue>.XQ`, with reasons", len(reasons))
     report("Poison", "time for 20 valid tasks to drain past the poison", f"{drained:.2f} s")

@@ -35,38 +35,69 @@ REFUSED_TIMEOUT_MS = 3_000
 
 # Certificates --------------------------------------------------------------------------------
 
+
 class Authority:
     """A certificate authority that issues server and client certificates (EC P-256, one day)."""
 
     def __init__(self, name: str) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        self.certificate = self._builder(name, self.key.public_key(), issuer=_name(name)).add_extension(
-            x509.BasicConstraints(ca=True, path_length=0), critical=True,
-        ).add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                          encipher_only=False, decipher_only=False), critical=True,
-        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False).sign(
-            self.key, hashes.SHA256())
+        self.certificate = (
+            self._builder(name, self.key.public_key(), issuer=_name(name))
+            .add_extension(
+                x509.BasicConstraints(ca=True, path_length=0),
+                critical=True,
+            )
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
 
     @staticmethod
     def _builder(name: str, public_key, *, issuer: x509.Name) -> x509.CertificateBuilder:
-        now = dt.datetime.now(dt.timezone.utc)
-        return (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(issuer).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1)))
+        now = dt.datetime.now(dt.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
 
     def issue(self, name: str, *, server: bool) -> tuple[str, str]:
         """Returns a new certificate and its unencrypted PKCS#8 key, as PEM."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = self._builder(name, key.public_key(), issuer=self.certificate.subject).add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True,
-        ).add_extension(x509.ExtendedKeyUsage([usage]), critical=False).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+        builder = (
+            self._builder(name, key.public_key(), issuer=self.certificate.subject)
+            .add_extension(
+                x509.BasicConstraints(ca=False, path_length=None),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+        )
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         return _pem(builder.sign(self.key, hashes.SHA256())), _key_pem(key)
 
     @property
@@ -83,8 +114,9 @@ def _pem(certificate: x509.Certificate) -> str:
 
 
 def _key_pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def key_body_lines(key_pem: str) -> list[str]:
@@ -93,6 +125,7 @@ def key_body_lines(key_pem: str) -> list[str]:
 
 
 # Reading back --------------------------------------------------------------------------------
+
 
 def record_count(plaintext: str, topic: str) -> int:
     """How many records a topic holds, asked over the broker's plaintext listener."""
@@ -124,6 +157,7 @@ def refused_send(settings: KafkaSettings, topic: str) -> tuple[str, float]:
 
 # The scenario --------------------------------------------------------------------------------
 
+
 def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd, kafka_launcher):
     # Given a CA, a broker certificate and a client certificate, and a client of another CA
     authority, stranger = Authority("kafka-tasks test CA"), Authority("another CA")
@@ -140,16 +174,21 @@ def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd, kafk
     port, ssl_port = devkafka.free_port(), devkafka.free_port()
     data_dir = tmp_path / "kafka"
     started = time.monotonic()
-    process, ready = kafka_launcher("--port", str(port), "--data-dir", str(data_dir),
-                                  "--ssl-dir", str(ssl_dir), "--ssl-port", str(ssl_port))
+    process, ready = kafka_launcher(
+        "--port", str(port), "--data-dir", str(data_dir), "--ssl-dir", str(ssl_dir), "--ssl-port", str(ssl_port)
+    )
     broker_start = time.monotonic() - started
     launcher_output = ready
     system = None
     try:
         assert f"TLS with client certificates at 127.0.0.1:{ssl_port}" in ready, ready
         url = f"kafka+ssl://127.0.0.1:{ssl_port}"
-        heroku = {"KAFKA_URL": url, "KAFKA_TRUSTED_CERT": authority.pem, "KAFKA_CLIENT_CERT": client_cert,
-                  "KAFKA_CLIENT_CERT_KEY": client_key}
+        heroku = {
+            "KAFKA_URL": url,
+            "KAFKA_TRUSTED_CERT": authority.pem,
+            "KAFKA_CLIENT_CERT": client_cert,
+            "KAFKA_CLIENT_CERT_KEY": client_key,
+        }
 
         # When the system starts with only the Heroku variables to reach Kafka (the plaintext
         # address it is given leads nowhere, so every client must use KAFKA_URL)
@@ -157,8 +196,9 @@ def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd, kafk
         system.env.update(heroku)
         system.start()
         prefix = system.env["KAFKA_PREFIX"]
-        release = subprocess.run(["bash", "-c", procfile()["release"]], cwd=ROOT, env=system.env,
-                                 capture_output=True, text=True, timeout=120)
+        release = subprocess.run(
+            ["bash", "-c", procfile()["release"]], cwd=ROOT, env=system.env, capture_output=True, text=True, timeout=120
+        )
         assert release.returncode == 0, release.stderr
 
         # And a user signs up
@@ -202,18 +242,31 @@ def test_the_system_runs_over_tls_with_client_certificates(tmp_path, capfd, kafk
     # output, or this test's own captured output (librdkafka's errors included)
     captured = capfd.readouterr()
     logs = {path.name: path.read_text(errors="replace") for path in [*tmp_path.glob("*.log"), *data_dir.glob("*.log")]}
-    logs |= {"launcher": launcher_output, "release": release.stdout + release.stderr,
-             "test output": captured.out + captured.err}
+    logs |= {
+        "launcher": launcher_output,
+        "release": release.stdout + release.stderr,
+        "test output": captured.out + captured.err,
+    }
     assert {"web.log", "auth.log", "payments.log", "server.log", "stdout.log"} <= set(logs)
-    leaks = [(what, where) for what, pem in secrets.items() for line in key_body_lines(pem)
-             for where, text in logs.items() if line in text]
+    leaks = [
+        (what, where)
+        for what, pem in secrets.items()
+        for line in key_body_lines(pem)
+        for where, text in logs.items()
+        if line in text
+    ]
     assert leaks == [], f"key material in logs: {leaks}"
     assert handshake_failures >= 2, "the broker logged no refused handshakes"
 
     report("TLS", "broker start with an SSL listener requiring client certificates", f"{broker_start:.1f} s")
     report("TLS", "sign-up over `kafka+ssl://` to `succeeded`", f"{end_to_end:.2f} s")
     report("TLS", "users in the database / records on the auth topic", f"{users} / 1")
-    report("TLS", "client with another CA's certificate",
-           f"refused (DeliveryFailed after {rogue_took:.1f} s), nothing stored")
-    report("TLS", "client without a certificate", f"refused (DeliveryFailed after {anonymous_took:.1f} s), nothing stored")
+    report(
+        "TLS",
+        "client with another CA's certificate",
+        f"refused (DeliveryFailed after {rogue_took:.1f} s), nothing stored",
+    )
+    report(
+        "TLS", "client without a certificate", f"refused (DeliveryFailed after {anonymous_took:.1f} s), nothing stored"
+    )
     report("TLS", "logs searched for key material / lines found", f"{len(logs)} / {len(leaks)}")

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -72,8 +71,14 @@ def test_actor_failure_raises_result_failure(setup):
 
 def results_under_key(kafka, topic: str, key: str) -> int:
     """Counts the records of ``key`` in a results topic, read to its end."""
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"count-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": f"count-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -88,8 +93,13 @@ def results_under_key(kafka, topic: str, key: str) -> int:
                 counted.append(record)
             return len(ended) == len(partitions)
 
-        eventually(read_to_end, timeout=30, interval=0, what=f"the end of every partition of {topic}",
-                   progress=lambda: sorted(ended))
+        eventually(
+            read_to_end,
+            timeout=30,
+            interval=0,
+            what=f"the end of every partition of {topic}",
+            progress=lambda: sorted(ended),
+        )
         return len(counted)
     finally:
         consumer.close()
@@ -124,8 +134,12 @@ def test_a_failure_kafka_refuses_holds_its_message_until_it_is_stored(setup, que
     broker, backend, get_user = setup
 
     def done_once(count: int) -> bool:
-        eventually(lambda: sum(committed(broker, queue_name, queue_name).values()) >= count, timeout=10,
-                   interval=0.1, what=f"{count} messages committed")
+        eventually(
+            lambda: sum(committed(broker, queue_name, queue_name).values()) >= count,
+            timeout=10,
+            interval=0.1,
+            what=f"{count} messages committed",
+        )
         return sum(committed(broker, queue_name, queue_name).values()) == count
 
     get_user.send(1).get_result(backend=backend, block=True, timeout=10_000)  # creates the topics
@@ -134,8 +148,11 @@ def test_a_failure_kafka_refuses_holds_its_message_until_it_is_stored(setup, que
     refuse_records(broker, results_topic)
     # When a message fails for good
     message = get_user.send(-3)
-    eventually(lambda: "Failed to post_process_message" in caplog.text, timeout=30,
-               what="the failed message's nack to be refused and tried again")
+    eventually(
+        lambda: "Failed to post_process_message" in caplog.text,
+        timeout=30,
+        what="the failed message's nack to be refused and tried again",
+    )
     # Then it is not done while its failure is not stored
     assert sum(committed(broker, queue_name, queue_name).values()) == 1
     with pytest.raises(ResultMissing):
@@ -187,7 +204,7 @@ def test_many_threads_get_their_own_results(setup):
     def ask(n):
         try:
             results[n] = get_user.send(n).get_result(backend=backend, block=True, timeout=20_000)["id"]
-        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=ask, args=(n,)) for n in range(20)]
@@ -238,7 +255,7 @@ def test_a_thousand_outstanding_requests_from_one_process(setup):
 
 def test_a_restarted_requester_gets_results_of_messages_sent_before(kafka, results_topic, queue_name, setup):
     # Given a request sent by one backend instance, which then goes away
-    _, first_backend, get_user = setup
+    _, _first_backend, get_user = setup
     message = get_user.send(11)
     encoded = message.encode()
     # When a new requester (another backend, another reply partition) asks for its result
@@ -309,12 +326,17 @@ def test_the_reply_listener_survives_a_result_record_it_cannot_read(kafka, one_p
 
 # Separate processes, as in production ----------------------------------------------------------
 
+
 def start_responder(kafka: str, queue_name: str, results_topic: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TEST_QUEUE": queue_name, "RESULTS_TOPIC": results_topic}
     with open(log, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "tasks.cli", "worker", "tests.resultsapp", "--processes", "1", "--threads", "8"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -328,13 +350,21 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def test_requesters_and_a_responder_in_separate_processes_each_get_their_own(kafka, queue_name, results_topic, tmp_path):
+def test_requesters_and_a_responder_in_separate_processes_each_get_their_own(
+    kafka, queue_name, results_topic, tmp_path
+):
     responder = start_responder(kafka, queue_name, results_topic, tmp_path / "worker.log")
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TEST_QUEUE": queue_name, "RESULTS_TOPIC": results_topic}
     try:
         requesters = [
-            subprocess.Popen([sys.executable, "-m", "tests.resultsapp", tag, "50"], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.resultsapp", tag, "50"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for tag in ("alpha", "beta")
         ]
         outputs = [r.communicate(timeout=120) for r in requesters]

@@ -25,8 +25,12 @@ def test_sign_up_lookup_and_pay_end_to_end(system):
     status, found, _ = call("GET", f"{system.base}/api/users/{user['id']}")
     assert (status, found) == (200, {"id": user["id"], "name": "Ada", "email": "ada@example.com"})
     # Pay, and see the payment recorded with the user's name
-    status, body, _ = call("POST", f"{system.base}/api/payments/pay", {"userId": user["id"], "amount": "42.00"},
-                           headers={"Idempotency-Key": "order-1"})
+    status, body, _ = call(
+        "POST",
+        f"{system.base}/api/payments/pay",
+        {"userId": user["id"], "amount": "42.00"},
+        headers={"Idempotency-Key": "order-1"},
+    )
     assert status == 202, body
     task = system.wait_for(body["taskId"], "succeeded", "failed", "dead")
     assert task["status"] == "succeeded", task
@@ -34,8 +38,12 @@ def test_sign_up_lookup_and_pay_end_to_end(system):
     assert "process payment for user Ada - amount: 42.00" in system.log("payments")
     assert [(p["userId"], p["amount"]) for p in Store(system.database_url).payments()] == [(user["id"], "42.00")]
     # The same Idempotency-Key returns the same task and charges nothing more
-    status, again, _ = call("POST", f"{system.base}/api/payments/pay", {"userId": user["id"], "amount": "42.00"},
-                            headers={"Idempotency-Key": "order-1"})
+    status, again, _ = call(
+        "POST",
+        f"{system.base}/api/payments/pay",
+        {"userId": user["id"], "amount": "42.00"},
+        headers={"Idempotency-Key": "order-1"},
+    )
     assert (status, again["taskId"]) == (202, body["taskId"])
     assert len(Store(system.database_url).payments()) == 1
 

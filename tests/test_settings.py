@@ -36,7 +36,10 @@ def test_environ_defaults_to_os_environ(monkeypatch):
 
 def test_heroku_url_gives_servers_and_ssl():
     settings = KafkaSettings.from_env({"KAFKA_URL": HEROKU_URL})
-    assert settings.bootstrap_servers == "ec2-1-2-3-4.compute-1.amazonaws.com:9096,ec2-5-6-7-8.compute-1.amazonaws.com:9096"
+    assert (
+        settings.bootstrap_servers
+        == "ec2-1-2-3-4.compute-1.amazonaws.com:9096,ec2-5-6-7-8.compute-1.amazonaws.com:9096"
+    )
     assert settings.security_protocol == "ssl"
 
 
@@ -60,10 +63,19 @@ def test_ipv6_server_accepted():
     assert KafkaSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092"}).bootstrap_servers == "[::1]:9092"
 
 
-@pytest.mark.parametrize("url", [
-    "http://host:9092", "kafka+ssl://host", "kafka+ssl://host:", "host:port", "kafka://host:0",
-    "kafka://host:70000", "kafka://user:pw@host:9092", ",",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://host:9092",
+        "kafka+ssl://host",
+        "kafka+ssl://host:",
+        "host:port",
+        "kafka://host:0",
+        "kafka://host:70000",
+        "kafka://user:pw@host:9092",
+        ",",
+    ],
+)
 def test_bad_kafka_url_names_variable(url):
     with pytest.raises(ConfigurationError, match="KAFKA_URL") as error:
         KafkaSettings.from_env({"KAFKA_URL": url})
@@ -213,13 +225,20 @@ def test_extra_override_merged_over_rdkafka_variables():
     assert dict(settings.extra) == {"linger.ms": "50", "acks": "all", "enable.idempotence": "true"}
 
 
-@pytest.mark.parametrize("key, proper", [
-    ("bootstrap.servers", "KAFKA_BOOTSTRAP_SERVERS"), ("security.protocol", "KAFKA_SECURITY_PROTOCOL"),
-    ("ssl.ca.pem", "KAFKA_TRUSTED_CERT"), ("ssl.certificate.pem", "KAFKA_CLIENT_CERT"),
-    ("ssl.key.pem", "KAFKA_CLIENT_CERT_KEY"), ("sasl.mechanism", "KAFKA_SASL_MECHANISM"),
-    ("sasl.mechanisms", "KAFKA_SASL_MECHANISM"), ("sasl.username", "KAFKA_SASL_USERNAME"),
-    ("sasl.password", "KAFKA_SASL_PASSWORD"),
-])
+@pytest.mark.parametrize(
+    "key, proper",
+    [
+        ("bootstrap.servers", "KAFKA_BOOTSTRAP_SERVERS"),
+        ("security.protocol", "KAFKA_SECURITY_PROTOCOL"),
+        ("ssl.ca.pem", "KAFKA_TRUSTED_CERT"),
+        ("ssl.certificate.pem", "KAFKA_CLIENT_CERT"),
+        ("ssl.key.pem", "KAFKA_CLIENT_CERT_KEY"),
+        ("sasl.mechanism", "KAFKA_SASL_MECHANISM"),
+        ("sasl.mechanisms", "KAFKA_SASL_MECHANISM"),
+        ("sasl.username", "KAFKA_SASL_USERNAME"),
+        ("sasl.password", "KAFKA_SASL_PASSWORD"),
+    ],
+)
 def test_owned_key_in_extra_rejected(key, proper):
     with pytest.raises(ConfigurationError, match=proper) as error:
         KafkaSettings.from_env({}, extra={key: "x"})
@@ -254,7 +273,9 @@ def test_unknown_override_raises_type_error():
 
 
 def test_repr_hides_secrets():
-    env = dict(AIVEN, KAFKA_RDKAFKA_SSL_KEY_PASSWORD="keypass-xyz", KAFKA_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET="oauth-xyz")
+    env = dict(
+        AIVEN, KAFKA_RDKAFKA_SSL_KEY_PASSWORD="keypass-xyz", KAFKA_RDKAFKA_SASL_OAUTHBEARER_CLIENT_SECRET="oauth-xyz"
+    )
     settings = KafkaSettings.from_env(env, ssl_certificate_pem=CERT, ssl_key_pem=KEY)
     for text in (repr(settings), str(settings)):
         for secret in ("hunter2-s3cret", "TOPSECRETKEY", "keypass-xyz", "oauth-xyz"):

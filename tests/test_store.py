@@ -66,7 +66,7 @@ def test_stores_of_one_database_recognise_each_others_task_ids(store):
 
 
 def test_set_status_keeps_the_time_a_task_was_made(store):
-    made = dt.datetime.now(dt.timezone.utc).replace(microsecond=123_000) - dt.timedelta(hours=1)
+    made = dt.datetime.now(dt.UTC).replace(microsecond=123_000) - dt.timedelta(hours=1)
     store.set_status("a", "create_user", "running", created_at=made)
     store.set_status("a", "create_user", "succeeded", created_at=made + dt.timedelta(seconds=5))
 
@@ -82,29 +82,35 @@ def test_another_sign_up_with_the_same_email_is_refused(store):
 
 
 def test_a_payment_is_recorded_once_per_idempotency_key(store):
-    first, recorded = store.record_payment(idempotency_key="k", user_id=1, amount=Decimal("10.10"),
-                                           currency="EUR", task_id="t1")
-    again, recorded_again = store.record_payment(idempotency_key="k", user_id=1, amount=Decimal("10.10"),
-                                                 currency="EUR", task_id="t2")
+    first, recorded = store.record_payment(
+        idempotency_key="k", user_id=1, amount=Decimal("10.10"), currency="EUR", task_id="t1"
+    )
+    again, recorded_again = store.record_payment(
+        idempotency_key="k", user_id=1, amount=Decimal("10.10"), currency="EUR", task_id="t2"
+    )
     assert (recorded, recorded_again) == (True, False)
     assert again == first
     assert store.payments() == [first]
 
 
 def test_a_payment_without_a_key_is_recorded_once_per_task(store):
-    first, recorded = store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR",
-                                           task_id="t1")
-    again, recorded_again = store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"),
-                                                 currency="EUR", task_id="t1")
+    first, recorded = store.record_payment(
+        idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR", task_id="t1"
+    )
+    again, recorded_again = store.record_payment(
+        idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR", task_id="t1"
+    )
     assert (recorded, recorded_again) == (True, False)
     assert again == first
 
 
 def test_a_key_equal_to_a_task_id_does_not_find_that_tasks_payment(store):
-    by_task, _ = store.record_payment(idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR",
-                                      task_id="t1")
-    by_key, recorded = store.record_payment(idempotency_key="t1", user_id=1, amount=Decimal("2"), currency="EUR",
-                                            task_id="t2")
+    by_task, _ = store.record_payment(
+        idempotency_key=None, user_id=1, amount=Decimal("1"), currency="EUR", task_id="t1"
+    )
+    by_key, recorded = store.record_payment(
+        idempotency_key="t1", user_id=1, amount=Decimal("2"), currency="EUR", task_id="t2"
+    )
     assert recorded
     assert by_key["id"] != by_task["id"]
 
@@ -130,8 +136,11 @@ def at_once(call, times: int = 8) -> list:
 
 
 def test_concurrent_redeliveries_of_a_payment_record_it_once(store):
-    outcomes = at_once(lambda: store.record_payment(idempotency_key="same", user_id=1, amount=Decimal("5"),
-                                                    currency="USD", task_id="t")[1])
+    outcomes = at_once(
+        lambda: store.record_payment(
+            idempotency_key="same", user_id=1, amount=Decimal("5"), currency="USD", task_id="t"
+        )[1]
+    )
     assert sorted(outcomes) == [False] * 7 + [True]
     assert len(store.payments()) == 1
 
@@ -144,14 +153,16 @@ def test_concurrent_redeliveries_of_a_sign_up_return_one_user(store):
 
 def test_concurrent_requests_with_one_idempotency_key_share_a_task(store):
     tasks = iter(range(100))
-    task_ids = at_once(lambda: store.add_task(task_id=f"t-{next(tasks)}", kind="process_payment",
-                                              idempotency_key="order-1")["taskId"])
+    task_ids = at_once(
+        lambda: store.add_task(task_id=f"t-{next(tasks)}", kind="process_payment", idempotency_key="order-1")["taskId"]
+    )
     assert len(set(task_ids)) == 1
 
 
 def test_money_keeps_its_cents_exactly(store):
-    payment, _ = store.record_payment(idempotency_key="c", user_id=1, amount=Decimal("0.10"), currency="USD",
-                                      task_id="t")
+    payment, _ = store.record_payment(
+        idempotency_key="c", user_id=1, amount=Decimal("0.10"), currency="USD", task_id="t"
+    )
     assert payment["amount"] == "0.10"
 
 
@@ -172,7 +183,7 @@ def test_a_finished_task_does_not_go_back_to_running(store):
 def test_only_one_caller_takes_over_an_abandoned_submission(store):
     # Given a task left "submitting" two minutes ago
     store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with store.engine.begin() as connection:
         connection.execute(update(Task).where(Task.id == "a").values(updated_at=now - dt.timedelta(minutes=2)))
     # When two callers that find it abandoned for a minute try to take it over, only one gets it
@@ -182,7 +193,7 @@ def test_only_one_caller_takes_over_an_abandoned_submission(store):
 
 def test_a_submission_in_progress_is_not_taken_over(store):
     store.add_task(task_id="a", kind="process_payment", idempotency_key="key-1")
-    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60)
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
     assert not store.take_over("a", abandoned_before=earlier)
 
 
@@ -239,9 +250,21 @@ def test_status_writes_from_many_threads_are_each_recorded(store):
 def test_progress_writes_of_several_tasks_commit_in_one_batch(store):
     # Group commit hands the store's batch function every write queued behind the first
     progressed = store._writes.progressed
-    batch = [(progressed, {"id": f"t{n}", "kind": "create_user", "status": "running", "result": None, "error": None,
-                           "created_at": dt.datetime.now(dt.timezone.utc), "updated_at": dt.datetime.now(dt.timezone.utc)})
-             for n in range(3)]
+    batch = [
+        (
+            progressed,
+            {
+                "id": f"t{n}",
+                "kind": "create_user",
+                "status": "running",
+                "result": None,
+                "error": None,
+                "created_at": dt.datetime.now(dt.UTC),
+                "updated_at": dt.datetime.now(dt.UTC),
+            },
+        )
+        for n in range(3)
+    ]
     store._upsert_batch(batch)
     assert [store.get_task(f"t{n}")["status"] for n in range(3)] == ["running"] * 3
 
@@ -255,7 +278,7 @@ def test_task_times_come_back_in_utc(store):
     store.mark_queued("t1", "create_user")
     task = store.get_task("t1")
     assert task["createdAt"].utcoffset() == dt.timedelta(0)
-    assert abs(task["createdAt"] - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
+    assert abs(task["createdAt"] - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
 
 
 def test_a_status_creates_the_row_of_a_task_sent_from_elsewhere(store):

@@ -39,7 +39,7 @@ def test_a_new_task_id_tells_its_kind_and_time(ids):
     issued = ids.issued(task_id, KINDS)
 
     assert issued.kind == "process_payment"
-    assert issued.created_at == dt.datetime(2026, 11, 18, 11, 6, 40, 123_000, tzinfo=dt.timezone.utc)
+    assert issued.created_at == dt.datetime(2026, 11, 18, 11, 6, 40, 123_000, tzinfo=dt.UTC)
 
 
 def test_new_task_ids_differ_within_one_millisecond(ids):
@@ -58,14 +58,18 @@ def test_an_id_signed_for_a_kind_not_asked_about_is_not_ours(ids):
     assert ids.issued(task_id, ["process_payment"]) is None
 
 
-@pytest.mark.parametrize("alter", [
-    lambda task_id: task_id[:-5] + ("A" if task_id[-5] != "A" else "B") + task_id[-4:],  # the signature
-    # base64's spare bits: the same signature bytes, spelled otherwise
-    lambda task_id: task_id[:-1] + BASE64URL[BASE64URL.index(task_id[-1]) ^ 1],
-    lambda task_id: ("1" if task_id[0] != "1" else "2") + task_id[1:],  # the time
-    lambda task_id: task_id.upper(),  # the same UUID, written otherwise
-    lambda task_id: task_id.rpartition(".")[0],  # no signature
-], ids=["signature", "signature-spelling", "time", "case", "unsigned"])
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda task_id: task_id[:-5] + ("A" if task_id[-5] != "A" else "B") + task_id[-4:],  # the signature
+        # base64's spare bits: the same signature bytes, spelled otherwise
+        lambda task_id: task_id[:-1] + BASE64URL[BASE64URL.index(task_id[-1]) ^ 1],
+        lambda task_id: ("1" if task_id[0] != "1" else "2") + task_id[1:],  # the time
+        lambda task_id: task_id.upper(),  # the same UUID, written otherwise
+        lambda task_id: task_id.rpartition(".")[0],  # no signature
+    ],
+    ids=["signature", "signature-spelling", "time", "case", "unsigned"],
+)
 def test_an_altered_id_is_not_ours(ids, alter):
     task_id = ids.new("create_user")
 

@@ -23,8 +23,6 @@ from broker import KafkaBroker
 from tests.eventually import eventually
 from tests.processes import children_of, group_members
 
-pytestmark = pytest.mark.kafka
-
 #: The repository root, where ``python -m tasks.cli`` and ``tests.workerapp`` import from.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,19 +35,29 @@ POLL = 0.01
 
 # Processes ----------------------------------------------------------------------------------
 
+
 class Worker:
     """One ``kafka-tasks worker tests.workerapp --processes 1`` command, in a session of its own."""
 
     def __init__(self, name: str, *, kafka: str, queue_name: str, tmp_path: Path, sleep_ms: int) -> None:
         self.name = name
         self.log_path = tmp_path / f"worker-{name}.log"
-        self._log = open(self.log_path, "wb")
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TEST_QUEUE": queue_name,
-               "RECORD_FILE": str(tmp_path / "records"), "TASK_SLEEP_MS": str(sleep_ms)}
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the process writes to it until cleanup() closes it
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "TEST_QUEUE": queue_name,
+            "RECORD_FILE": str(tmp_path / "records"),
+            "TASK_SLEEP_MS": str(sleep_ms),
+        }
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tasks.cli", "worker", "tests.workerapp", "--processes", "1", "--threads", "8"],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.pid = self.proc.pid
@@ -64,12 +72,16 @@ class Worker:
         def started() -> int | None:
             children = children_of(self.pid)
             if not children and self.proc.poll() is not None:
-                pytest.fail(f"worker {self.name} exited with {self.proc.returncode} before starting a worker "
-                            f"process\n{self.log_tail()}", pytrace=False)
+                pytest.fail(
+                    f"worker {self.name} exited with {self.proc.returncode} before starting a worker "
+                    f"process\n{self.log_tail()}",
+                    pytrace=False,
+                )
             return children[0] if children else None
 
-        return eventually(started, timeout=timeout, interval=POLL, what=f"worker {self.name}'s worker process",
-                          progress=self.log_tail)
+        return eventually(
+            started, timeout=timeout, interval=POLL, what=f"worker {self.name}'s worker process", progress=self.log_tail
+        )
 
     def wait(self, timeout: float) -> int | None:
         """Waits for the command to exit; returns its status, or ``None`` if it is still running."""
@@ -81,9 +93,13 @@ class Worker:
     def wait_group_gone(self, timeout: float = 30) -> None:
         """Waits until no process of the command's group is left (after SIGKILL, say)."""
         self.wait(timeout)
-        eventually(lambda: not group_members(self.pid), timeout=timeout, interval=POLL,
-                   what=f"every process of worker {self.name} to exit",
-                   progress=lambda: f"{group_members(self.pid)} alive\n{self.log_tail()}")
+        eventually(
+            lambda: not group_members(self.pid),
+            timeout=timeout,
+            interval=POLL,
+            what=f"every process of worker {self.name} to exit",
+            progress=lambda: f"{group_members(self.pid)} alive\n{self.log_tail()}",
+        )
 
     def stop(self, timeout: float = 30) -> int | None:
         """Stops the command with one SIGTERM to its group and returns its exit status."""
@@ -119,6 +135,7 @@ def logs(workers) -> str:
 
 # Records ------------------------------------------------------------------------------------
 
+
 def read_records(path: Path) -> list[tuple[int, int]]:
     """The complete ``(n, pid)`` lines of the record file so far."""
     try:
@@ -134,6 +151,7 @@ def wait_for_records(path: Path, what: str, done, *, workers, timeout: float = D
     Fails, with how far it got and the workers' logs, after ``timeout`` seconds or as soon as one
     of ``workers`` exits.
     """
+
     def progress() -> str:
         records = read_records(path)
         return f"{len(records)} lines, {len({n for n, _ in records})} distinct n\n{logs(workers)}"
@@ -144,8 +162,11 @@ def wait_for_records(path: Path, what: str, done, *, workers, timeout: float = D
             return (records,)
         exited = [w for w in workers if w.proc.poll() is not None]
         if exited:
-            pytest.fail(f"worker {exited[0].name} exited with {exited[0].proc.returncode} while waiting for {what} "
-                        f"(got {progress()})", pytrace=False)
+            pytest.fail(
+                f"worker {exited[0].name} exited with {exited[0].proc.returncode} while waiting for {what} "
+                f"(got {progress()})",
+                pytrace=False,
+            )
         return None
 
     return eventually(reached, timeout=timeout, interval=POLL, what=what, progress=progress)[0]
@@ -161,6 +182,7 @@ def duplicates(records) -> dict[int, int]:
 
 
 # Fixtures -----------------------------------------------------------------------------------
+
 
 def _record(n):  # Declared on the test's broker only to enqueue; tests.workerapp runs it.
     raise AssertionError("runs in the worker processes only")
@@ -210,14 +232,16 @@ def group_assignment(admin: AdminClient, group: str) -> list[list[int]]:
 
 # Tests --------------------------------------------------------------------------------------
 
+
 def test_sigkill_mid_batch_loses_nothing(record_actor, workers, tmp_path):
     records_path = tmp_path / "records"
     everything = set(range(600))
     enqueue(record_actor, range(600))
     first = workers("first", sleep_ms=5)
 
-    recorded = wait_for_records(records_path, ">= 100 messages recorded by the first worker", at_least(100),
-                                workers=[first])
+    recorded = wait_for_records(
+        records_path, ">= 100 messages recorded by the first worker", at_least(100), workers=[first]
+    )
     first.killpg(signal.SIGKILL)
     first.wait_group_gone()
     ran_before = {n for n, _ in read_records(records_path)}
@@ -225,14 +249,21 @@ def test_sigkill_mid_batch_loses_nothing(record_actor, workers, tmp_path):
     from tests.test_broker import committed
 
     broker = record_actor.broker
-    uncommitted = len(ran_before) - sum(committed(broker, broker.settings.group(record_actor.queue_name),
-                                                  record_actor.queue_name).values())
-    print(f"\ndistinct recorded when SIGKILLed: >= {len({n for n, _ in recorded})} (after exit: {len(ran_before)}, "
-          f"{uncommitted} of them not committed)")
+    uncommitted = len(ran_before) - sum(
+        committed(broker, broker.settings.group(record_actor.queue_name), record_actor.queue_name).values()
+    )
+    print(
+        f"\ndistinct recorded when SIGKILLed: >= {len({n for n, _ in recorded})} (after exit: {len(ran_before)}, "
+        f"{uncommitted} of them not committed)"
+    )
 
     second = workers("second", sleep_ms=5)
-    wait_for_records(records_path, "all 600 messages recorded after the restart",
-                     lambda records: {n for n, _ in records} >= everything, workers=[second])
+    wait_for_records(
+        records_path,
+        "all 600 messages recorded after the restart",
+        lambda records: {n for n, _ in records} >= everything,
+        workers=[second],
+    )
     second.stop()
     records = read_records(records_path)
 
@@ -241,7 +272,9 @@ def test_sigkill_mid_batch_loses_nothing(record_actor, workers, tmp_path):
     print(f"duplicates after SIGKILL: {d}")
     twice = {n for n, count in Counter(n for n, _ in records).items() if count > 1}
     assert twice <= ran_before, f"ran twice without having run before the kill: {sorted(twice - ran_before)[:20]}"
-    assert d <= uncommitted, f"{d} duplicates, more than the {uncommitted} run and not committed\n{logs([first, second])}"
+    assert d <= uncommitted, (
+        f"{d} duplicates, more than the {uncommitted} run and not committed\n{logs([first, second])}"
+    )
 
 
 def test_sigterm_to_the_process_group_exits_cleanly_and_loses_nothing(record_actor, workers, tmp_path):
@@ -261,21 +294,25 @@ def test_sigterm_to_the_process_group_exits_cleanly_and_loses_nothing(record_act
     assert status == 0, f"worker exited with {status} after SIGTERM\n{first.log_tail()}"
 
     second = workers("second", sleep_ms=50)
-    wait_for_records(records_path, "all 300 messages recorded after the restart",
-                     lambda records: {n for n, _ in records} >= everything, workers=[second])
+    wait_for_records(
+        records_path,
+        "all 300 messages recorded after the restart",
+        lambda records: {n for n, _ in records} >= everything,
+        workers=[second],
+    )
     second.stop()
     records = read_records(records_path)
 
     assert {n for n, _ in records} == everything, logs([first, second])
     doubles = duplicates(records)
     assert not doubles, (
-        f"{len(doubles)} messages ran twice after a clean SIGTERM stop: {sorted(doubles)[:50]}\n"
-        f"{logs([first, second])}"
+        f"{len(doubles)} messages ran twice after a clean SIGTERM stop: {sorted(doubles)[:50]}\n{logs([first, second])}"
     )
 
 
-def test_two_workers_share_the_partitions_and_a_rebalance_loses_nothing(kafka, queue_name, record_actor, workers,
-                                                                      tmp_path):
+def test_two_workers_share_the_partitions_and_a_rebalance_loses_nothing(
+    kafka, queue_name, record_actor, workers, tmp_path
+):
     records_path = tmp_path / "records"
     everything = set(range(800))
     batches = [range(i, i + 200) for i in range(0, 800, 200)]
@@ -292,19 +329,29 @@ def test_two_workers_share_the_partitions_and_a_rebalance_loses_nothing(kafka, q
             pytest.fail(f"a worker exited before the group had two members\n{logs([a, b])}", pytrace=False)
         return sorted(len(p) > 0 for p in group_assignment(admin, group)) == [True, True]
 
-    eventually(both_hold_partitions, timeout=DEADLINE, interval=0.1, what="two members with partitions in the group",
-               progress=lambda: f"{group_assignment(admin, group)}\n{logs([a, b])}")
+    eventually(
+        both_hold_partitions,
+        timeout=DEADLINE,
+        interval=0.1,
+        what="two members with partitions in the group",
+        progress=lambda: f"{group_assignment(admin, group)}\n{logs([a, b])}",
+    )
     enqueue(record_actor, batches[1])
     enqueue(record_actor, batches[2])
-    wait_for_records(records_path, f"worker B (pid {b_pid}) to record a message",
-                     lambda records: any(pid == b_pid for _, pid in records), workers=[a, b])
+    wait_for_records(
+        records_path,
+        f"worker B (pid {b_pid}) to record a message",
+        lambda records: any(pid == b_pid for _, pid in records),
+        workers=[a, b],
+    )
 
     # A is stopped while its partitions still hold messages: B takes them over.
     enqueue(record_actor, batches[3])
     a.killpg(signal.SIGTERM)
     a_status = a.wait(30)
-    wait_for_records(records_path, "all 800 messages recorded", lambda records: {n for n, _ in records} >= everything,
-                     workers=[b])
+    wait_for_records(
+        records_path, "all 800 messages recorded", lambda records: {n for n, _ in records} >= everything, workers=[b]
+    )
     b.stop()
     records = read_records(records_path)
 
@@ -312,8 +359,10 @@ def test_two_workers_share_the_partitions_and_a_rebalance_loses_nothing(kafka, q
     assert {n for n, _ in records} == everything, logs([a, b])
     by_pid = Counter(pid for _, pid in records)
     assert len(by_pid) >= 2, f"only {dict(by_pid)} recorded messages\n{logs([a, b])}"
-    print(f"\nrecords by pid: A {by_pid[a_pid]}, B {by_pid[b_pid]}; "
-          f"duplicates after the rebalance: {len(records) - len(everything)}")
+    print(
+        f"\nrecords by pid: A {by_pid[a_pid]}, B {by_pid[b_pid]}; "
+        f"duplicates after the rebalance: {len(records) - len(everything)}"
+    )
 
 
 def test_worker_command_exits_nonzero_when_a_worker_process_dies(workers):
