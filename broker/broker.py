@@ -3,32 +3,54 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
 import logging
+import math
 import os
 import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import TimeoutError as FutureTimeout
+from numbers import Real
 
 import dramatiq
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
 from .consumer import DelayConsumer, KafkaConsumer
-from .deadletters import OVERSIZED_KEPT_BYTES, DeadLetterInfo
+from .deadletters import OVERSIZED_KEPT_BYTES, DeadLettered, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
 from .followups import FOLLOW_UPS
-from .producer import DEFAULT_DELIVERY_TIMEOUT_MS, MESSAGE_MAX_BYTES, DeliveryFailed, DurableProducer, Record
-from .settings import KafkaSettings
+from .messages import BadMessage, check_options
+from .producer import (
+    DEFAULT_DELIVERY_TIMEOUT_MS,
+    MESSAGE_MAX_BYTES,
+    METADATA_REFRESH_MS,
+    DeliveryFailed,
+    DurableProducer,
+    Record,
+)
+from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
+from .results import result_routing, route_reply, store_failure
+from .settings import ConfigurationError, KafkaSettings, rdkafka_variable, refuse_owned
 from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
 
 logger = logging.getLogger(__name__)
 
 #: How many dead-lettered messages a process remembers for :meth:`KafkaBroker.join`.
 MAX_REMEMBERED_DEAD_LETTERS = 1_000
+
+#: librdkafka settings the consumers' guarantees depend on: a ``KAFKA_RDKAFKA_*`` variable may not change them.
+CONSUMER_OWNED_SETTINGS = {
+    "enable.auto.commit": "offsets are committed only once their messages, and all before them, are done",
+    "enable.auto.offset.store": "offsets are committed only once their messages, and all before them, are done",
+    "group.id": "each queue is consumed by a group of its own, named after it (KAFKA_PREFIX prefixes it)",
+}
 
 #: The message option that routes all of one key's messages to one partition, in order.
 PARTITION_KEY = "partition_key"
@@ -88,6 +110,13 @@ class KafkaBroker(dramatiq.Broker):
         if group_protocol not in ("classic", "consumer"):
             raise ValueError(f"group_protocol must be 'classic' or 'consumer', not {group_protocol!r}")
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
+        refuse_owned(self.settings, {**PRODUCER_OWNED_SETTINGS, **CONSUMER_OWNED_SETTINGS})
+        reset = self.settings.extra.get("auto.offset.reset", "earliest")
+        if reset.lower() not in ("earliest", "smallest", "beginning"):
+            raise ConfigurationError(
+                f"{rdkafka_variable('auto.offset.reset')} is {reset!r}: a queue's new consumer group must read "
+                "it from its start, or the tasks sent before its first worker started are never run"
+            )
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.retention_ms = retention_ms
@@ -98,8 +127,11 @@ class KafkaBroker(dramatiq.Broker):
         self.commit_interval_ms = commit_interval_ms
         self.extra_consumer_config = dict(consumer_config or {})
         self.max_message_bytes = max_message_bytes
-        #: The largest message this broker writes: what its consumers read, and Kafka takes.
+        #: The largest message this broker writes: what its consumers read, and Kafka takes, with
+        #: room for a dead letter's headers.
         self._max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES) - RECORD_OVERHEAD_BYTES
+        #: The largest message ``send`` takes: room for a retry's traceback besides.
+        self._max_sent_bytes = self._max_record_bytes - SENT_ROOM_BYTES
         self._dead_letters: dict[str, deque] = defaultdict(lambda: deque(maxlen=MAX_REMEMBERED_DEAD_LETTERS))
         self._lock = threading.Lock()
         self._clients_pid: int | None = None
@@ -117,14 +149,59 @@ class KafkaBroker(dramatiq.Broker):
     # Hooks ------------------------------------------------------------------------------------
 
     def emit_before(self, signal: str, *args, **kwargs) -> None:
-        """Dramatiq's, with a nacked message's span of follow-ups open (see :mod:`broker.followups`)."""
+        """Dramatiq's, with a nacked message's span of follow-ups open (see :mod:`broker.followups`),
+        in which a failed message's result is stored, if results are kept in Kafka."""
         with _follow_ups_of(args, signal in _FOLLOWED_BEFORE):
             super().emit_before(signal, *args, **kwargs)
+            if signal == "nack" and (results := result_routing(self)) is not None:
+                store_failure(self, args[0], results)
 
     def emit_after(self, signal: str, *args, **kwargs) -> None:
-        """Dramatiq's, with a processed message's span of follow-ups open (see :mod:`broker.followups`)."""
-        with _follow_ups_of(args, signal in _FOLLOWED_AFTER):
+        """Dramatiq's, with a processed message's span of follow-ups open (see :mod:`broker.followups`).
+
+        Dramatiq only logs what a middleware raises after an actor ran, and the worker then acks
+        the message: a retry that could not be computed, a result that could not be encoded, would
+        be lost.  Here such a message fails instead, so it is dead-lettered with the reason.  A
+        send Kafka refused is no such failure: the message owes it, and its ack makes it.
+        """
+        if signal not in _FOLLOWED_AFTER:
             super().emit_after(signal, *args, **kwargs)
+            return
+        message, hook = args[0], "after_" + signal
+        failures = []
+        with FOLLOW_UPS.of(message):
+            for middleware in reversed(self.middleware):
+                try:
+                    getattr(middleware, hook)(self, *args, **kwargs)
+                except Exception as e:
+                    failures.append((f"{type(middleware).__name__}.{hook}", e))
+        for where, error in failures:
+            self._after_actor_failed(message, where, error, signal)
+
+    def _after_actor_failed(self, message, where: str, error: Exception, signal: str) -> None:
+        if isinstance(error, DeliveryFailed) and error.owed:
+            logger.warning(
+                "%s could not send what message %s leads to; its ack sends it: %s", where, message.message_id, error
+            )
+        elif signal == "nack" or not isinstance(message, MessageProxy):
+            logger.critical("Unexpected failure in %s for message %s.", where, message.message_id, exc_info=error)
+        elif message.failed or FOLLOW_UPS.made(message, _RETRY):
+            logger.error(
+                "%s failed for message %s, which is %s anyway: %s: %s",
+                where,
+                message.message_id,
+                "dead-lettered" if message.failed else "retried",
+                type(error).__name__,
+                error,
+            )
+        else:
+            actor_error = getattr(message, "_exception", None)
+            reason = f"{where} failed: {type(error).__name__}: {error}"
+            if actor_error is not None:
+                reason += f" (the actor raised {type(actor_error).__name__}: {actor_error})"
+            logger.error("Message %s fails, to be dead-lettered: %s", message.message_id, reason)
+            message.fail()
+            message.stuff_exception(AfterActorFailed(reason))
 
     # Clients, created lazily in each process (librdkafka clients do not survive a fork) --------
 
@@ -156,26 +233,30 @@ class KafkaBroker(dramatiq.Broker):
             return self._admin
 
     def consumer_config(self, group: str) -> dict:
-        """Returns the librdkafka configuration of a consumer in the given (unprefixed) group."""
-        config = {
-            **self.settings.client_config(),
-            "group.id": self.settings.group(group),
-            "enable.auto.commit": False,
+        """Returns the librdkafka configuration of a consumer in the given (unprefixed) group.
+
+        The user's settings (``KAFKA_RDKAFKA_*``, ``consumer_config``) win over these defaults;
+        those the guarantees depend on are refused at construction (``CONSUMER_OWNED_SETTINGS``).
+        """
+        defaults = {
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "max.poll.interval.ms": 300_000,
+            # Partitions added to a queue's topic are read within seconds, not librdkafka's 5 minutes.
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         }
         if self.group_protocol == "consumer":
-            config["group.protocol"] = "consumer"
+            defaults["group.protocol"] = "consumer"
         else:
-            config.update(
+            defaults.update(
                 {
                     "partition.assignment.strategy": "cooperative-sticky",
                     "session.timeout.ms": 10_000,
                     "heartbeat.interval.ms": 1_000,
                 }
             )
-        return {**config, **self.extra_consumer_config}
+        owned = {"group.id": self.settings.group(group), "enable.auto.commit": False}
+        return {**defaults, **self.settings.client_config(), **self.extra_consumer_config, **owned}
 
     # Topics -----------------------------------------------------------------------------------
 
@@ -246,6 +327,15 @@ class KafkaBroker(dramatiq.Broker):
         self.delay_queues.add(delayed_name)
         self.emit_after("declare_delay_queue", delayed_name)
 
+    def declare_actor(self, actor: dramatiq.Actor) -> None:
+        """Declares an actor, once its options are ones Dramatiq's middleware can act on.
+
+        Raises:
+          BadMessage: If an option such as ``min_backoff`` is no finite number of at least 0.
+        """
+        check_options(actor.options)
+        super().declare_actor(actor)
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
         """Returns a consumer for a queue or delay queue.
 
@@ -270,40 +360,69 @@ class KafkaBroker(dramatiq.Broker):
 
         Raises:
           QueueNotFound: If the message's queue was not declared.
+          BadMessage: If an option or the delay is one Dramatiq's middleware cannot act on, or the
+            message is too large to be written again as its dead letter.
           DeliveryFailed: If Kafka did not acknowledge the message within ``delivery_timeout_ms``.
         """
         # Sent by middleware after an actor ran (a retry, a pipeline's next step), it is owed by
         # the message processed when Kafka refuses it (see broker.followups).
-        return FOLLOW_UPS.send(functools.partial(self.enqueue_many, [message], delay=delay))[0]
+        retry = _RETRY if message is FOLLOW_UPS.current else None
+        return FOLLOW_UPS.send(functools.partial(self.enqueue_many, [message], delay=delay), once=retry)[0]
 
     def enqueue_many(self, messages, *, delay: int | None = None) -> list[dramatiq.Message]:
         """Enqueues messages with one wait for Kafka's acknowledgement of all of them.
 
         Raises:
           QueueNotFound: If a message's queue was not declared.
+          BadMessage: If a message cannot be sent (see :meth:`enqueue`); then none is.
           DeliveryFailed: If Kafka did not acknowledge every message.
         """
         routed = [self._route(message, delay) for message in messages]
         for message in routed:
             self.emit_before("enqueue", message, delay)
         # Encoded after before_enqueue, so middleware may still add options.
-        self.producer.send_many([self._record(message) for message in routed])
+        records = [self.record_of(message, limit=self.send_limit(message)) for message in routed]
+        self.producer.send_many(records)
         for message in routed:
             self.emit_after("enqueue", message, delay)
         return routed
 
     def _route(self, message: dramatiq.Message, delay: int | None) -> dramatiq.Message:
-        """Checks a message's queue and moves a delayed one to the delay queue, with its eta."""
+        """Checks a message and its queue, and moves a delayed one to the delay queue, with its eta:
+        a ``delay``, or an ``eta`` option in the future (so no future eta ever waits in a worker's
+        memory, holding back the commits behind it).
+        """
         base = q_name(message.queue_name)
         if base not in self.queues:
             raise QueueNotFound(message.queue_name)
+        check_options(message.options)
+        if delay is not None and not (_is_number(delay) and math.isfinite(delay) and delay >= 0):
+            raise BadMessage(f"a delay must be a finite number of milliseconds of at least 0, not {delay!r}")
         self._ensure_queue(base)
+        eta = message.options.get("eta")
         if delay is not None:
-            message = message.copy(queue_name=dq_name(base), options={"eta": current_millis() + delay})
+            message = message.copy(queue_name=dq_name(base), options={"eta": current_millis() + int(delay)})
+        elif _is_number(eta) and eta > current_millis():
+            message = message.copy(queue_name=dq_name(base))
+        if (results := result_routing(self)) is not None:
+            route_reply(self, message, results)
         return message
 
-    def _record(self, message: dramatiq.Message) -> Record:
-        """Returns the Kafka record of a message: its topic (a delay tier for delayed ones) and key."""
+    def send_limit(self, message) -> int:
+        """The largest a message may be sent: a new one leaves room for its retry's traceback, and
+        one sent again (a retry, a delayed message moving to its queue) may use that room."""
+        again = isinstance(message, MessageProxy) or "retries" in message.options
+        return self._max_record_bytes if again else self._max_sent_bytes
+
+    def record_of(self, message: dramatiq.Message, *, limit: int | None = None) -> Record:
+        """Returns the Kafka record of a message: its topic (a delay tier for delayed ones) and key.
+
+        Parameters:
+          limit(int): The largest the record may be (bytes), its traceback option cut first.
+
+        Raises:
+          BadMessage: If it is larger than ``limit`` still.
+        """
         now = current_millis()
         if message.queue_name in self.queues:
             topic = self.settings.topic(message.queue_name)
@@ -312,7 +431,13 @@ class KafkaBroker(dramatiq.Broker):
             topic = self.settings.topic(self.tiers.for_delay(remaining).topic(message.queue_name))
         key = message.options.get(PARTITION_KEY)
         key = None if key is None else str(key).encode()
-        return Record(topic, _encode(message, self._max_record_bytes), key=key, timestamp=now)
+        value = _encode(message, self._max_record_bytes if limit is None else limit)
+        if limit is not None and len(value) > limit:
+            raise BadMessage(
+                f"message {message.message_id} is {len(value)} bytes; at most {limit} can be sent "
+                f"and still fit, with the reason, in its dead-letter topic"
+            )
+        return Record(topic, value, key=key, timestamp=now)
 
     # Dead letters -----------------------------------------------------------------------------
 
@@ -327,14 +452,13 @@ class KafkaBroker(dramatiq.Broker):
             exception, retries=message.options.get("retries", 0), topic=topic, partition=partition, offset=offset
         )
         queue_name = q_name(message.queue_name)
-        self.producer.send(
-            Record(
-                self.settings.topic(xq_name(queue_name)),
-                _encode(message, self._max_record_bytes),
-                headers=info.headers(),
-            )
-        )
-        self._dead_letters[queue_name].append((message, exception))
+        value = _encode(message, self._max_record_bytes)
+        if len(value) > self._max_record_bytes:
+            # A message too large to send again (another producer wrote it): its start, as for an oversized record.
+            info = dataclasses.replace(info, original_size=len(value))
+            value = value[:OVERSIZED_KEPT_BYTES]
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), value, headers=info.headers()))
+        self._remember_dead_letter(queue_name, message, exception)
 
     def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
         """Sends a record that is no valid message to the queue's dead-letter topic, as it is; of a
@@ -355,10 +479,29 @@ class KafkaBroker(dramatiq.Broker):
             Record(self.settings.topic(xq_name(queue_name)), kept, key=record.key(), headers=info.headers())
         )
         logger.error("Dead-lettered a record of %s: %s", record.topic(), reason)
+        position = f"{record.topic()}/{record.partition()}/{record.offset()}"
+        placeholder = dramatiq.Message(
+            queue_name=queue_name,
+            actor_name="",
+            args=(),
+            kwargs={},
+            options={"dead_letter_reason": reason},
+            message_id=position,
+        )
+        self._remember_dead_letter(queue_name, placeholder, DeadLettered(f"{position}: {reason}"))
+
+    def _remember_dead_letter(self, queue_name: str, message, exception: BaseException | None) -> None:
+        """Keeps a dead letter for :attr:`dead_letters` and :meth:`join`, its exception without
+        the frames of the failed run (which would pin its arguments and locals in memory)."""
+        self._dead_letters[queue_name].append((message, _without_frames(exception)))
 
     @property
     def dead_letters(self) -> list[dramatiq.Message]:
-        """The messages this process dead-lettered (the latest ones), as StubBroker lists them."""
+        """The messages this process dead-lettered (the latest ones), as StubBroker lists them.
+
+        A record that was no message is listed as a message with no actor, whose id is the
+        record's ``topic/partition/offset`` and whose ``dead_letter_reason`` option says why.
+        """
         return [message for letters in self._dead_letters.values() for message, _ in letters]
 
     # Test helpers, with the StubBroker's meaning -----------------------------------------------
@@ -431,16 +574,16 @@ class KafkaBroker(dramatiq.Broker):
             time.sleep(0.02)
         if fail_fast if fail_fast is not None else True:
             for _, exception in self._dead_letters[queue_name]:
-                raise (exception or Exception("Message failed with unknown error")) from None
+                raise (_without_frames(exception) or Exception("Message failed with unknown error")) from None
 
     def flush(self, queue_name: str) -> None:
-        """Drops every pending message of a queue and its delay queue.
+        """Drops every pending message of a queue and its delay queue.  Topics that do not exist
+        are left so: flushing creates nothing.
 
         Parameters:
           queue_name(str): The queue to flush.
         """
         base = q_name(queue_name)
-        self._ensure_queue(base)
         topics = [self.settings.topic(base), *(self.settings.topic(t) for t in self.tiers.topics(dq_name(base)))]
         partitions = [TopicPartition(tp.topic, tp.partition, -1) for tp in self._partitions(topics)]
         deadline = time.monotonic() + 30
@@ -473,9 +616,34 @@ class KafkaBroker(dramatiq.Broker):
             producer.close()
 
 
+class AfterActorFailed(Exception):
+    """What a message that failed after its actor ran is dead-lettered with: which middleware
+    failed, how, and what the actor had raised."""
+
+
 #: The hooks around which a message's follow-ups are owed by it (see :mod:`broker.followups`).
 _FOLLOWED_BEFORE = frozenset({"nack"})
 _FOLLOWED_AFTER = frozenset({"process_message", "skip_message", "nack"})
+
+
+#: The follow-up name of a message sent again while it is followed up: its retry.
+_RETRY = "retry"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _without_frames(exception: BaseException | None) -> BaseException | None:
+    """A copy of an exception without its traceback, cause or context (none of their frames)."""
+    if exception is None:
+        return None
+    try:
+        kept = copy.copy(exception)
+    except Exception:
+        kept = Exception(f"{type(exception).__name__}: {exception}")
+    kept.__traceback__ = kept.__cause__ = kept.__context__ = None
+    return kept
 
 
 def _follow_ups_of(args: tuple, followed: bool):
@@ -490,8 +658,11 @@ MAX_TRACEBACK_CHARS = 16 * 1024
 
 
 #: Bytes a record needs in Kafka besides its value: record and batch headers, and a dead letter's
-#: headers (a reason of up to 4,000 characters), with room to spare.
+#: headers (each text of up to ``deadletters.MAX_TEXT_BYTES``), with room to spare.
 RECORD_OVERHEAD_BYTES = 24 * 1024
+
+#: Room a sent message leaves below the largest record, so its retry can carry some traceback.
+SENT_ROOM_BYTES = 4 * 1024
 
 
 def _encode(message: dramatiq.Message, max_bytes: int) -> bytes:

@@ -13,6 +13,7 @@ polling, so a long task never causes a ``max.poll.interval.ms`` eviction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from itertools import count
 import dramatiq
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from dramatiq.broker import MessageProxy
+from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 
 from . import messages
@@ -259,7 +261,42 @@ class KafkaConsumer(dramatiq.Consumer):
         except messages.BadMessage as e:
             self._dead_letter_record(record, epoch, str(e))
             return None
+        eta = message.options.get("eta")
+        if eta is not None:
+            if eta > _now_ms():
+                # Due later (another producer wrote it here): through the delay tiers, not
+                # Dramatiq's in-memory delay queue, which would hold back every commit behind it.
+                self._delay(record, message, epoch)
+                return None
+            # Due: run now, rather than have Dramatiq move it to its queue once more.
+            message = message.copy()  # with options of its own
+            del message.options["eta"]
         return KafkaMessageProxy(message, record, consumer_id=self.id, epoch=epoch)
+
+    def _delay(self, record, message: dramatiq.Message, epoch: int) -> None:
+        """Moves a message with an eta in the future to its delay tier; done once Kafka has it."""
+        try:
+            moved = self.broker.record_of(message.copy(queue_name=dq_name(self.queue_name)))
+        except messages.BadMessage as e:
+            self._dead_letter_record(record, epoch, str(e))
+            return
+        self._forward(record, dataclasses.replace(moved, headers=record.headers()), epoch, "move to its delay tier")
+
+    def _forward(self, record, forwarded: Record, epoch: int, what: str) -> None:
+        """Writes ``forwarded`` for ``record``, and finishes the record once Kafka has it; if Kafka
+        refuses, the consumer restarts and reads the record again."""
+        key = (record.topic(), record.partition())
+        future = self.broker.producer.send_async(forwarded)
+
+        def forwarded_done(future):
+            if future.exception() is None:
+                self._finish_offset(key, record.offset(), epoch)
+            else:
+                self._restart(
+                    f"a message of {record.topic()} could not {what} ({forwarded.topic}): {future.exception()}"
+                )
+
+        future.add_done_callback(forwarded_done)
 
     def _oversized(self, record) -> str | None:
         """Returns the dead-letter reason of a record too large to decode, else ``None``."""
@@ -399,11 +436,11 @@ class DelayConsumer(KafkaConsumer):
             reason = self._oversized(record)
             if reason is None:
                 message = messages.decode(record.value(), queue_name=self.queue_name, broker=self.broker)
-                eta = int(message.options["eta"])
+                # Without an eta (null, or no number), it is due now, as Dramatiq reads it.
+                eta = int(message.options.get("eta", _now_ms()))
+                reason = self._unmovable(record, message)
         except messages.BadMessage as e:
             reason = f"delayed {e}"
-        except KeyError:
-            reason = "delayed message without an eta"
         if reason is not None:
             epoch = self.tracker.add(key, record.offset())
             if epoch is not None:
@@ -432,20 +469,18 @@ class DelayConsumer(KafkaConsumer):
         self._paused.discard(key)
         self._buffer = deque(r for r in self._buffer if (r.topic(), r.partition()) != key)
 
-    def _hop(self, record, tier, epoch: int) -> None:
-        key = (record.topic(), record.partition())
-        topic = self.broker.settings.topic(tier.topic(self.queue_name))
-        future = self.broker.producer.send_async(
-            Record(topic, record.value(), key=record.key(), headers=record.headers(), timestamp=_now_ms())
+    def _unmovable(self, record, message: dramatiq.Message) -> str | None:
+        """Returns why a due message could not be moved to its queue (too large to send), or None.
+        Dramatiq's consumer thread moves it; refused there, it would be read again and again."""
+        size, limit = len(record.value() or b""), self.broker.send_limit(message)
+        return (
+            f"oversized message: {size} bytes > {limit} bytes, too large to move to its queue" if size > limit else None
         )
 
-        def hopped(future):
-            if future.exception() is None:
-                self._finish_offset(key, record.offset(), epoch)
-            else:
-                self._restart(f"a delayed message could not hop to {topic}: {future.exception()}")
-
-        future.add_done_callback(hopped)
+    def _hop(self, record, tier, epoch: int) -> None:
+        topic = self.broker.settings.topic(tier.topic(self.queue_name))
+        hop = Record(topic, record.value(), key=record.key(), headers=record.headers(), timestamp=_now_ms())
+        self._forward(record, hop, epoch, "hop to a shorter delay tier")
 
 
 def poll_batch(consumer: Consumer, batch: int, timeout: float, take: Callable[[list], object]) -> None:

@@ -24,6 +24,24 @@ ORIGINAL_SIZE = "x-dead-letter-original-size"
 #: Exception messages are cut to this length so one dead letter cannot grow past Kafka's limits.
 MAX_TEXT = 4_000
 
+#: And to this many bytes of UTF-8, so that the headers of a dead letter stay within a bound that
+#: the broker leaves room for (``broker.broker.RECORD_OVERHEAD_BYTES``).
+MAX_TEXT_BYTES = 4_000
+
+
+class DeadLettered(Exception):
+    """A record the consumer dead-lettered itself (undecodable, malformed, oversized, unrunnable):
+    what :meth:`KafkaBroker.join` raises for it.  Its text is where the record was, and why."""
+
+
+def cut(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """Returns ``text`` cut to at most ``limit`` bytes of UTF-8, on a character boundary."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
 #: How much of an oversized record a dead letter keeps: enough to see what it was, and small enough
 #: to fit any topic's ``max.message.bytes``.  Its ``original_size`` says how big it was.
 OVERSIZED_KEPT_BYTES = 16_384
@@ -63,8 +81,8 @@ class DeadLetterInfo:
             exception_type = exception_message = None
         else:
             exception_type = type(exception).__name__
-            exception_message = str(exception)[:MAX_TEXT]
-            reason = f"{exception_type}: {exception_message}"[:MAX_TEXT]
+            exception_message = cut(str(exception)[:MAX_TEXT])
+            reason = cut(f"{exception_type}: {exception_message}"[:MAX_TEXT])
         return cls(
             reason=reason,
             topic=topic,
@@ -79,17 +97,17 @@ class DeadLetterInfo:
     def headers(self) -> list[tuple[str, bytes]]:
         """Returns the info as Kafka record headers."""
         values = {
-            REASON: self.reason[:MAX_TEXT],
+            REASON: cut(self.reason[:MAX_TEXT]),
             ORIGINAL_TOPIC: self.topic,
             ORIGINAL_PARTITION: str(self.partition),
             ORIGINAL_OFFSET: str(self.offset),
             RETRIES: str(self.retries),
             DEAD_LETTERED_AT: str(self.dead_lettered_at or int(time.time() * 1000)),
-            EXCEPTION_TYPE: self.exception_type,
-            EXCEPTION_MESSAGE: self.exception_message,
+            EXCEPTION_TYPE: None if self.exception_type is None else cut(self.exception_type, 256),
+            EXCEPTION_MESSAGE: None if self.exception_message is None else cut(self.exception_message[:MAX_TEXT]),
             ORIGINAL_SIZE: None if self.original_size is None else str(self.original_size),
         }
-        return [(name, value.encode()) for name, value in values.items() if value is not None]
+        return [(name, value.encode("utf-8", errors="replace")) for name, value in values.items() if value is not None]
 
     @classmethod
     def from_headers(cls, headers) -> DeadLetterInfo:

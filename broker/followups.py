@@ -84,9 +84,10 @@ class FollowUps:
             debt.made.add(once)
         try:
             return send()
-        except DeliveryFailed:
+        except DeliveryFailed as e:
             if debt is not None:
                 debt.owed.append(send)
+                e.owed = True
             raise
 
     def settle(self, message) -> None:
@@ -100,6 +101,12 @@ class FollowUps:
         while debt is not None and debt.owed:
             debt.owed[0]()
             debt.owed.pop(0)
+
+    def made(self, message, name: str) -> bool:
+        """Tells whether the ``once`` send called ``name`` was made (or is owed) for ``message``."""
+        with self._lock:
+            debt = self._debts.get(id(message))
+        return debt is not None and name in debt.made
 
     def owes(self, message) -> bool:
         """Tells whether ``message`` owes any send."""

@@ -18,6 +18,10 @@ from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+#: How often clients refresh topic metadata (ms), so partitions added to a topic are used within
+#: seconds; librdkafka's default is 5 minutes.
+METADATA_REFRESH_MS = 5_000
+
 #: How long a record may take to be acknowledged before the send fails (librdkafka's
 #: ``delivery.timeout.ms``).  A web request behind ``enqueue`` must not hang longer than this.
 DEFAULT_DELIVERY_TIMEOUT_MS = 5_000
@@ -27,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 class DeliveryFailed(Exception):
     """Kafka did not acknowledge a record: it may not be stored, and the send must not count."""
+
+    #: Set when the message being processed owes the send (see :mod:`broker.followups`).
+    owed = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,15 @@ class Acknowledgements:
         return self._positions
 
 
+#: librdkafka settings every durable send depends on: a ``KAFKA_RDKAFKA_*`` variable may not change them.
+OWNED_SETTINGS = {
+    "enable.idempotence": "every send is idempotent, so a retried send is never stored twice",
+    "acks": "every send waits until all in-sync replicas have the record (acks=all)",
+    "delivery.timeout.ms": "set KAFKA_DELIVERY_TIMEOUT_MS (or delivery_timeout_ms=) instead",
+    "message.timeout.ms": "set KAFKA_DELIVERY_TIMEOUT_MS (or delivery_timeout_ms=) instead",
+    "transactional.id": "sends are not transactional",
+}
+
 #: The largest request the producer sends (bytes): Kafka's default ``max.message.bytes`` of a topic.
 MESSAGE_MAX_BYTES = 1_048_588
 
@@ -147,11 +163,13 @@ class DurableProducer:
             # Kafka's own default limit, not librdkafka's smaller 1,000,000: what a consumer hands
             # out (broker.broker.DEFAULT_MAX_MESSAGE_BYTES) must fit again with a retry's traceback.
             "message.max.bytes": MESSAGE_MAX_BYTES,
+            "request.timeout.ms": min(delivery_timeout_ms, 30_000),
+            # New partitions of a topic are written to within seconds, not librdkafka's 5 minutes.
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             **config,
             "enable.idempotence": True,
             "acks": "all",
             "delivery.timeout.ms": delivery_timeout_ms,
-            "request.timeout.ms": min(delivery_timeout_ms, 30_000),
             "message.timeout.ms": delivery_timeout_ms,
         }
         #: Clients replaced after a fatal error, polled until their records are all reported.

@@ -96,6 +96,14 @@ class ReplyBook:
             if entry is not None and wake in entry.waiters:
                 entry.waiters.remove(wake)
 
+    def drop(self, key: str) -> None:
+        """Forgets a result that was handed over, unless another caller still waits for it: a
+        process that asks for many results keeps none of those it answered."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and not entry.waiters:
+                del self._entries[key]
+
     def expire(self, now: int) -> int:
         """Forgets every key past its expiry that nobody waits on.  Returns how many."""
         with self._lock:

@@ -35,9 +35,10 @@ from dramatiq.results.middleware import DEFAULT_RESULT_TTL
 from dramatiq.results.result import wrap_exception, wrap_result
 
 from .followups import FOLLOW_UPS
+from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
 from .producer import DeliveryFailed, DurableProducer, Record
 from .replies import EXPIRES_HEADER, ReplyBook, ReplyListener
-from .settings import KafkaSettings
+from .settings import KafkaSettings, refuse_owned
 from .topics import TopicSpec, ensure_topics
 
 #: The message option that names the partition a result must be written to.
@@ -76,6 +77,7 @@ class KafkaResultBackend(ResultBackend):
     ) -> None:
         super().__init__(namespace=namespace, encoder=encoder)
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
+        refuse_owned(self.settings, PRODUCER_OWNED_SETTINGS)
         self.topic = self.settings.topic(topic)
         self.partitions = partitions
         self.replication_factor = replication_factor
@@ -234,6 +236,7 @@ class KafkaResultBackend(ResultBackend):
             finally:
                 self._book.cancel(key, wake)  # also when interrupted: a waiter left behind never expires
             value = box[0]
+        self._book.drop(key)  # handed over: asked again, it is read again from Kafka
         return self.unwrap_result(self.encoder.decode(value))
 
     async def get_result_async(self, message, *, timeout: int | None = None):
@@ -265,6 +268,7 @@ class KafkaResultBackend(ResultBackend):
                 raise ResultTimeout(message) from None
             finally:
                 self._book.cancel(key, wake)  # also when cancelled: a waiter left behind never expires
+        self._book.drop(key)
         return self.unwrap_result(self.encoder.decode(value))
 
     def close(self) -> None:
@@ -281,13 +285,13 @@ class KafkaResultBackend(ResultBackend):
 
 
 class ReplyRouting(dramatiq.Middleware):
-    """Routes the results of the messages this process sends to its own reply partition.
+    """Routes the results of the messages this process sends to its own reply partition, on a
+    broker other than ``KafkaBroker`` (which routes them itself, see :func:`route_reply`).
 
     Add it next to ``Results(backend=...)``.  It marks every message of a result-storing actor
     with ``reply_partition`` and registers the process's interest in its result before the
-    message leaves, so the reply is read even if it comes before anyone calls ``get_result``.  On
-    the worker side, it stores a failed message's exception before the nack, owed by the message
-    (:meth:`before_nack`).
+    message leaves, so the reply is read even if it comes before anyone calls ``get_result``.
+    With ``KafkaBroker`` it does nothing more: it is kept so that setups that add it keep working.
 
     Parameters:
       backend(KafkaResultBackend): The backend the Results middleware uses.
@@ -296,29 +300,42 @@ class ReplyRouting(dramatiq.Middleware):
     def __init__(self, backend: KafkaResultBackend) -> None:
         self.backend = backend
 
-    def before_nack(self, broker, message) -> None:
-        """Stores a failed message's exception as its result before the nack makes it done.
-
-        Dramatiq's Results middleware stores it after the nack, when a send Kafka refuses can no
-        longer hold the message back, and only logs the refusal: the requester would wait for its
-        timeout.  Here the message owes the send (see :meth:`KafkaResultBackend.store_failure`).
-        """
-        if FOLLOW_UPS.current is not message:
-            return  # not nacked by a KafkaBroker, which owes follow-ups: Dramatiq stores it after the nack
-        results = next((m for m in broker.middleware if isinstance(m, Results)), None)
-        if results is None or results.backend is not self.backend:
-            return
-        if not _option(broker, message, "store_results", results.store_results):
-            return
-        ttl = _option(broker, message, "result_ttl", results.result_ttl)
-        try:
-            self.backend.store_failure(message, message._exception or Exception("unknown"), ttl)
-        except DeliveryFailed:
-            pass  # owed: the nack sends it first
-
     def before_enqueue(self, broker, message, delay) -> None:
-        if _option(broker, message, "store_results", False) and REPLY_PARTITION not in message.options:
-            message.options[REPLY_PARTITION] = self.backend.expect(message, message.options.get("result_ttl"))
+        results = result_routing(broker)
+        if results is not None and results.backend is self.backend:
+            route_reply(broker, message, results)
+
+
+def result_routing(broker) -> Results | None:
+    """Returns the broker's ``Results`` middleware if its backend is a :class:`KafkaResultBackend`."""
+    return next(
+        (m for m in broker.middleware if isinstance(m, Results) and isinstance(m.backend, KafkaResultBackend)), None
+    )
+
+
+def route_reply(broker, message, results: Results) -> None:
+    """Writes the sender's reply partition into a message whose result is stored, and registers
+    the sender's interest in that result before the message leaves (a reply can then come at once,
+    without reading its partition again from the message's time on)."""
+    if REPLY_PARTITION not in message.options and _option(broker, message, "store_results", results.store_results):
+        message.options[REPLY_PARTITION] = results.backend.expect(message, message.options.get("result_ttl"))
+
+
+def store_failure(broker, message, results: Results) -> None:
+    """Stores a failed message's exception as its result before the nack makes it done.
+
+    Dramatiq's Results middleware stores it after the nack, when a send Kafka refuses can no longer
+    hold the message back, and only logs the refusal: the requester would wait for its timeout.
+    Here the message owes the send (see :meth:`KafkaResultBackend.store_failure`), and the Results
+    middleware's own store of it after the nack is skipped.
+    """
+    if not _option(broker, message, "store_results", results.store_results):
+        return
+    ttl = _option(broker, message, "result_ttl", results.result_ttl)
+    try:
+        results.backend.store_failure(message, message._exception or Exception("unknown"), ttl)
+    except DeliveryFailed:
+        pass  # owed: the nack sends it first
 
 
 def _option(broker, message, name: str, default):

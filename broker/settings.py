@@ -307,6 +307,28 @@ def _check_key(key: Any, source: str) -> None:
         raise ConfigurationError(f"{source} sets {key!r}, which this module owns; use {use} instead.")
 
 
+def refuse_owned(settings: KafkaSettings, owned: Mapping[str, str]) -> None:
+    """Refuses pass-through librdkafka settings (``KAFKA_RDKAFKA_*``) that a client sets itself
+    because its guarantees depend on them: better an error at start than a setting silently lost.
+
+    Parameters:
+      owned: librdkafka keys, each with why it is owned or what to set instead.
+
+    Raises:
+      ConfigurationError: Naming the variable.
+    """
+    for key in settings.extra:
+        if key in owned:
+            raise ConfigurationError(
+                f"{rdkafka_variable(key)} (or extra[{key!r}]) sets {key!r}, which kafka-tasks sets itself: {owned[key]}"
+            )
+
+
+def rdkafka_variable(key: str) -> str:
+    """The ``KAFKA_RDKAFKA_*`` variable that sets a librdkafka key."""
+    return _RDKAFKA_PREFIX + key.upper().replace(".", "_")
+
+
 def _is_secret(key: str) -> bool:
     key = key.lower()
     # sasl.oauthbearer.config usually embeds a client secret.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import dramatiq
@@ -11,9 +12,12 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import ConfigResource, ResourceType
 from dramatiq.common import current_millis
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+from dramatiq.results import Results
 
 from broker import PARTITION_KEY, DeadLetterInfo, DeliveryFailed, KafkaBroker, MissingTopics
-from broker.broker import DEFAULT_MAX_MESSAGE_BYTES, MAX_TRACEBACK_CHARS
+from broker.broker import DEFAULT_MAX_MESSAGE_BYTES, MAX_TRACEBACK_CHARS, AfterActorFailed
+from broker.deadletters import DeadLettered
+from broker.messages import BadMessage
 from tests.eventually import eventually
 
 
@@ -415,3 +419,309 @@ def test_the_kip_848_consumer_protocol_delivers_too(kafka, queue_name):
         worker.stop()
         broker.close()
     assert sorted(seen) == list(range(100))
+
+
+# Hostile input: options, sizes and etas no middleware can act on ----------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        *(
+            (option, value)
+            for option in ("min_backoff", "max_backoff", "max_retries", "time_limit")
+            for value in (math.inf, math.nan)
+        ),
+        ("min_backoff", 1e300),  # finite, but doubled by Retries past what a float holds
+        ("max_backoff", 1e300),
+    ],
+)
+def test_options_no_middleware_can_act_on_are_refused_at_send(kafka_broker, queue_name, option, value):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def task():
+        pass
+
+    with pytest.raises(BadMessage, match=f"option {option} is"):
+        task.send_with_options(**{option: value})
+
+
+def test_an_actor_declared_with_a_backoff_no_middleware_can_act_on_is_refused(kafka_broker, queue_name):
+    with pytest.raises(BadMessage, match="option min_backoff is inf"):
+        dramatiq.actor(
+            lambda: None, actor_name="infinite", queue_name=queue_name, broker=kafka_broker, min_backoff=math.inf
+        )
+
+
+@pytest.mark.parametrize("delay", [math.inf, math.nan, -5])
+def test_a_delay_no_tier_can_hold_is_refused_at_send(kafka_broker, queue_name, delay):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def task():
+        pass
+
+    with pytest.raises(BadMessage, match="a delay must be a finite number"):
+        task.send_with_options(delay=delay)
+
+
+def test_a_failing_message_with_backoffs_no_middleware_can_act_on_from_another_producer_is_dead_lettered(
+    kafka, kafka_broker, worker, queue_name
+):
+    runs = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def flaky(n):
+        runs.append(n)
+        raise ValueError("fails")
+
+    # Given a record written by another producer, whose backoff overflows when Retries doubles it
+    fields = json.loads(flaky.message(1).encode())
+    fields["options"] = {"min_backoff": 1e300, "max_backoff": 1e300}
+    kafka_broker.ensure_topics([queue_name])
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(queue_name, json.dumps(fields).encode())
+    producer.flush(10)
+    # Then it is dead-lettered with the reason before it runs, and the queue moves on
+    with pytest.raises(DeadLettered, match="option min_backoff is 1e[+]300"):
+        kafka_broker.join(queue_name, timeout=30_000)
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    assert "option min_backoff is 1e+300" in DeadLetterInfo.from_headers(letter.headers()).reason
+    assert runs == []
+
+
+def test_a_message_whose_retry_cannot_be_decided_is_dead_lettered_not_acked(kafka, kafka_broker, worker, queue_name):
+    # Given an actor whose retry_when raises, so that Dramatiq's Retries fails after the actor ran
+    def retry_when(retries, exception):
+        raise ZeroDivisionError("division by zero")
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, retry_when=retry_when)
+    def flaky():
+        raise ValueError("the actor's own error")
+
+    message = flaky.send()
+    # Then the message is not acked and lost: it is dead-lettered, saying what failed
+    with pytest.raises(AfterActorFailed, match="Retries.after_process_message failed: ZeroDivisionError"):
+        kafka_broker.join(queue_name, timeout=30_000)
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    assert dramatiq.Message.decode(letter.value()).message_id == message.message_id
+    reason = DeadLetterInfo.from_headers(letter.headers()).reason
+    assert "ZeroDivisionError" in reason and "the actor raised ValueError: the actor's own error" in reason
+
+
+def test_a_message_whose_result_cannot_be_stored_is_dead_lettered_not_acked(kafka, kafka_broker, queue_name):
+    # Given results kept in Kafka, and an actor whose result cannot be encoded as JSON
+    from broker import KafkaResultBackend
+
+    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=f"results-{queue_name}", partitions=1)
+    kafka_broker.add_middleware(Results(backend=backend))
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, store_results=True)
+    def odd():
+        return {1, 2, 3}  # a set: no JSON
+
+    worker = dramatiq.Worker(kafka_broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        odd.send()
+        # Then its requester would wait in vain, so it is dead-lettered with why
+        with pytest.raises(AfterActorFailed, match="Results.after_process_message failed: TypeError"):
+            kafka_broker.join(queue_name, timeout=30_000)
+    finally:
+        worker.stop()
+        backend.close()
+
+
+def test_a_message_too_large_to_be_dead_lettered_is_refused_at_send(kafka_broker, queue_name):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def big(payload):
+        pass
+
+    # About 1 MB: under what Kafka takes, but with no room left for a dead letter's reason
+    with pytest.raises(BadMessage, match="can be sent and still fit, with the reason, in its dead-letter topic"):
+        big.send("x" * (DEFAULT_MAX_MESSAGE_BYTES - 20_000))
+
+
+def test_a_large_failing_message_from_another_producer_is_dead_lettered_cut_to_fit(
+    kafka, kafka_broker, worker, queue_name
+):
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=0)
+    def fails(payload):
+        if payload != "small":
+            raise ValueError("\u00e9" * 50_000)  # a long reason, two bytes a character
+        seen.append(payload)
+
+    # Given a record of ~1 MB written by another producer (under what a consumer reads), then a small one
+    kafka_broker.ensure_topics([queue_name])
+    producer = Producer({"bootstrap.servers": kafka, "message.max.bytes": 1_048_588})
+    producer.produce(queue_name, fails.message("x" * (DEFAULT_MAX_MESSAGE_BYTES - 2_000)).encode())
+    producer.produce(queue_name, fails.message("small").encode())
+    assert producer.flush(30) == 0
+    # When the first fails for good, then its dead letter fits (cut), and the partition moves on
+    kafka_broker.join(queue_name, timeout=60_000, fail_fast=False)
+    assert seen == ["small"]
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    info = DeadLetterInfo.from_headers(letter.headers())
+    assert info.original_size is not None and len(letter.value()) < info.original_size
+    assert info.reason.startswith("ValueError: \u00e9")
+
+
+def test_an_eta_in_the_future_goes_through_the_delay_tiers(kafka, kafka_broker, worker, queue_name):
+    ran = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def later(eta):
+        ran.append(current_millis() - eta)
+
+    eta = current_millis() + 2_000
+    later.send_with_options(args=(eta,), eta=eta)
+    kafka_broker.join(queue_name, timeout=30_000)
+    # Then it ran, not before its eta, and its record was written to a delay tier, not the queue
+    assert len(ran) == 1 and ran[0] >= 0
+    assert record_count(kafka_broker, queue_name) == 1  # the move of the due message, once
+    tiers = [kafka_broker.settings.topic(t) for t in kafka_broker.tiers.topics(f"{queue_name}.DQ")]
+    assert sum(record_count(kafka_broker, t) for t in tiers) >= 1
+
+
+def test_a_future_eta_on_the_queue_from_another_producer_holds_back_no_commit(kafka, kafka_broker, worker, queue_name):
+    ran = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def mark(name):
+        ran.append(name)
+
+    # Given, on the queue's own topic, a message due in 4 s and one behind it due now
+    kafka_broker.ensure_topics([queue_name])
+    producer = Producer({"bootstrap.servers": kafka})
+    later = mark.message_with_options(args=("later",), eta=current_millis() + 4_000)
+    producer.produce(queue_name, later.encode(), partition=0)
+    producer.produce(queue_name, mark.message("now").encode(), partition=0)
+    producer.flush(10)
+    # Then the one behind runs, and the queue's partition is committed past both, before the first is due
+    eventually(
+        lambda: ran == ["now"] and committed(kafka_broker, queue_name, queue_name).get(0) == 2,
+        timeout=30,
+        what="the message behind to run and both offsets to be committed",
+        progress=lambda: (ran, committed(kafka_broker, queue_name, queue_name)),
+    )
+    # And the first runs once it is due
+    kafka_broker.join(queue_name, timeout=30_000)
+    assert ran == ["now", "later"]
+
+
+@pytest.mark.parametrize("eta", [None, "tomorrow"])
+def test_a_null_or_non_numeric_eta_runs_as_dramatiq_runs_it(kafka, kafka_broker, worker, queue_name, eta):
+    ran = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def mark():
+        ran.append(eta)
+
+    kafka_broker.ensure_topics([queue_name])
+    fields = json.loads(mark.message().encode())
+    fields["options"] = {"eta": eta}
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(queue_name, json.dumps(fields).encode())
+    producer.flush(10)
+    kafka_broker.join(queue_name, timeout=30_000)
+    assert ran == [eta]
+
+
+@pytest.mark.parametrize("eta", ["Infinity", "NaN"])
+def test_a_delay_record_whose_eta_is_no_finite_number_is_dead_lettered_and_the_partition_moves_on(
+    kafka, kafka_broker, worker, queue_name, eta
+):
+    ran = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def mark(name):
+        ran.append(name)
+
+    # Given, on a delay tier, a record whose eta no clock reaches, and a valid one behind it
+    kafka_broker.ensure_topics([queue_name])
+    tier = kafka_broker.settings.topic(kafka_broker.tiers.for_delay(0).topic(f"{queue_name}.DQ"))
+    poison = json.loads(mark.message("poison").copy(queue_name=f"{queue_name}.DQ").encode())
+    poison["options"] = {"eta": float(eta)}  # json writes these as the Infinity and NaN it reads
+    valid = mark.message("valid").copy(queue_name=f"{queue_name}.DQ", options={"eta": current_millis()})
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(tier, json.dumps(poison).encode(), partition=0)
+    producer.produce(tier, valid.encode(), partition=0)
+    producer.flush(10)
+    # Then the valid one runs, and the poison is dead-lettered with its reason
+    kafka_broker.join(queue_name, timeout=30_000, fail_fast=False)
+    assert ran == ["valid"]
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    assert "option eta is" in DeadLetterInfo.from_headers(letter.headers()).reason
+
+
+def test_records_the_consumer_dead_letters_itself_are_in_dead_letters_and_fail_join(
+    kafka, kafka_broker, worker, queue_name
+):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def task():
+        pass
+
+    kafka_broker.ensure_topics([queue_name])
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(queue_name, b"\xff not json", partition=0)
+    producer.flush(10)
+    with pytest.raises(DeadLettered, match=f"{queue_name}/0/0: undecodable message"):
+        kafka_broker.join(queue_name, timeout=30_000)
+    [letter] = kafka_broker.dead_letters
+    assert (letter.message_id, letter.actor_name) == (f"{queue_name}/0/0", "")
+    assert letter.options["dead_letter_reason"].startswith("undecodable message")
+
+
+def test_dead_letters_keep_no_frames_of_the_failed_run(kafka_broker, worker, queue_name):
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=0)
+    def doomed():
+        raise ValueError("nope")
+
+    doomed.send()
+    with pytest.raises(ValueError, match="nope") as raised:
+        kafka_broker.join(queue_name, timeout=30_000)
+    assert raised.value.__traceback__ is not None  # the raise in join() makes a fresh one
+    [(_, kept)] = kafka_broker._dead_letters[queue_name]
+    assert isinstance(kept, ValueError) and str(kept) == "nope"
+    assert (kept.__traceback__, kept.__context__, kept.__cause__) == (None, None, None)
+
+
+def test_flush_creates_no_topics(kafka, queue_name):
+    broker = KafkaBroker(bootstrap_servers=kafka)
+    broker.declare_queue(queue_name)
+    broker.flush_all()
+    assert queue_name not in broker.admin.list_topics(timeout=10).topics
+    broker.close()
+
+
+def record_count(broker: KafkaBroker, topic: str) -> int:
+    from tests.test_consumer import records_in
+
+    return records_in(broker, topic)
+
+
+def test_partitions_added_to_a_queue_are_read_within_seconds(kafka, queue_name):
+    from confluent_kafka.admin import NewPartitions
+
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=20)
+    ran = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker)
+    def mark(n):
+        ran.append(n)
+
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        mark.send(0)
+        broker.join(queue_name, timeout=30_000)
+        # When a partition is added to the queue's topic, and a message written to it
+        for future in broker.admin.create_partitions([NewPartitions(queue_name, 2)]).values():
+            future.result(30)
+        producer = Producer({"bootstrap.servers": kafka})
+        producer.produce(queue_name, mark.message(1).encode(), partition=1)
+        assert producer.flush(30) == 0
+        # Then it runs within seconds, not after librdkafka's five-minute metadata refresh
+        eventually(lambda: 1 in ran, timeout=30, what="the message on the new partition to run")
+    finally:
+        worker.stop()
+        broker.close()

@@ -375,3 +375,54 @@ def test_requesters_and_a_responder_in_separate_processes_each_get_their_own(
         pairs = json.loads(out)
         assert [sent for sent, _ in pairs] == [f"{tag}-{n}" for n in range(50)]
         assert all(sent == received for sent, received in pairs)
+
+
+@pytest.fixture
+def plain_setup(kafka, queue_name, results_topic):
+    """As Dramatiq's documentation teaches it: the Results middleware with the backend, and nothing else."""
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=2, commit_interval_ms=20)
+    backend = KafkaResultBackend(bootstrap_servers=kafka, topic=results_topic, partitions=4)
+    broker.add_middleware(Results(backend=backend))
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker, store_results=True, max_retries=0)
+    def get_user(user_id):
+        if user_id < 0:
+            raise LookupError(f"no such user: {user_id}")
+        return {"id": user_id}
+
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    yield broker, backend, get_user
+    worker.stop()
+    backend.close()
+    broker.close()
+
+
+def test_results_alone_route_replies_to_the_requesters_partition(plain_setup):
+    # Given Results(backend=KafkaResultBackend()) without ReplyRouting
+    _, backend, get_user = plain_setup
+    # When a result-backed message is sent, then it carries this process's reply partition, which
+    # the requester reads already (no rereading of the result's partition from the message's time on)
+    message = get_user.send(4)
+    assert message.options[REPLY_PARTITION] == backend.reply_partition
+    assert message.get_result(backend=backend, block=True, timeout=10_000) == {"id": 4}
+
+
+def test_results_alone_store_a_failure_before_its_nack_and_once(kafka, plain_setup, results_topic):
+    broker, backend, get_user = plain_setup
+    last = AfterNacks()
+    broker.add_middleware(last, before=type(broker.middleware[0]))
+    message = get_user.send(-5)
+    with pytest.raises(ResultFailure, match="no such user: -5"):
+        message.get_result(backend=backend, block=True, timeout=10_000)
+    eventually(lambda: message.message_id in last.seen, what="every after_nack hook of the failed message")
+    assert results_under_key(kafka, results_topic, backend.build_message_key(message)) == 1
+
+
+def test_a_requester_keeps_no_result_it_handed_over(setup):
+    _, backend, get_user = setup
+    # When many requests are answered
+    for n in range(200):
+        assert get_user.send(n).get_result(backend=backend, block=True, timeout=10_000)["id"] == n
+    # Then the requester remembers none of them
+    assert len(backend._book) == 0

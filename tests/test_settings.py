@@ -307,3 +307,57 @@ def test_extra_is_copied_from_caller():
     settings = KafkaSettings(extra=extra)
     extra["linger.ms"] = "10"
     assert settings.extra["linger.ms"] == "5"
+
+
+# Settings the clients own, and those the user's value wins for ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MAX_POLL_INTERVAL_MS", "900000"),
+        ("SESSION_TIMEOUT_MS", "30000"),
+        ("HEARTBEAT_INTERVAL_MS", "3000"),
+        ("AUTO_OFFSET_RESET", "earliest"),
+        ("TOPIC_METADATA_REFRESH_INTERVAL_MS", "60000"),
+    ],
+)
+def test_a_consumer_setting_the_user_gives_wins(name, value):
+    from broker import KafkaBroker
+
+    settings = KafkaSettings.from_env({f"KAFKA_RDKAFKA_{name}": value})
+    config = KafkaBroker(settings=settings).consumer_config("q")
+    assert config[name.lower().replace("_", ".")] == value
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("ENABLE_AUTO_COMMIT", "true"),
+        ("GROUP_ID", "mine"),
+        ("ACKS", "1"),
+        ("ENABLE_IDEMPOTENCE", "false"),
+        ("DELIVERY_TIMEOUT_MS", "60000"),
+        ("AUTO_OFFSET_RESET", "latest"),
+    ],
+)
+def test_a_setting_the_guarantees_depend_on_is_refused_naming_its_variable(name, value):
+    from broker import KafkaBroker
+
+    settings = KafkaSettings.from_env({f"KAFKA_RDKAFKA_{name}": value})
+    with pytest.raises(ConfigurationError, match=f"KAFKA_RDKAFKA_{name}"):
+        KafkaBroker(settings=settings)
+
+
+def test_the_result_backend_refuses_what_its_producer_owns():
+    from broker import KafkaResultBackend
+
+    with pytest.raises(ConfigurationError, match="KAFKA_RDKAFKA_ACKS"):
+        KafkaResultBackend(settings=KafkaSettings.from_env({"KAFKA_RDKAFKA_ACKS": "0"}))
+
+
+def test_the_owned_settings_stay_as_the_broker_needs_them():
+    from broker import KafkaBroker
+
+    config = KafkaBroker(bootstrap_servers="127.0.0.1:1").consumer_config("q")
+    assert (config["enable.auto.commit"], config["group.id"], config["auto.offset.reset"]) == (False, "q", "earliest")
