@@ -9,6 +9,8 @@ machine's two cores with Kafka.  StubBroker runs its worker in this process: the
 from __future__ import annotations
 
 import functools
+import statistics
+import threading
 import time
 
 import dramatiq
@@ -69,7 +71,51 @@ def run(ctx: Context) -> list[dict]:
             )
             rows.append(row(NAME, case, NAMES[kind], "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower"))
             rows.append(row(NAME, case, NAMES[kind], "max", "ms", [max(r) for r in runs], better="lower"))
+    rows.extend(first_message_rows(ctx))
     return rows
+
+
+#: The case of a new queue's first message, and how many new queues each run opens.
+FIRST, FIRST_QUEUES = "first message of a new queue", 5
+
+
+def first_message_rows(ctx: Context) -> list[dict]:
+    """A worker starts on a queue no one used, and its first message is sent at once: how long from
+    the send to the actor's start, and from the worker's start (its topics and group join included).
+    KafkaBroker only: the other brokers have no topics to create and no group to join."""
+    sends, starts = [], []
+    for _ in range(ctx.run_count):
+        measured = [_first_message(ctx) for _ in range(ctx.size(FIRST_QUEUES, 1))]
+        sends.append(statistics.median(m[0] for m in measured))
+        starts.append(statistics.median(m[1] for m in measured))
+    return [
+        row(NAME, FIRST, NAMES["kafka"], "send to start", "ms", sends, better="lower"),
+        row(NAME, FIRST, NAMES["kafka"], "worker start to start", "ms", starts, better="lower"),
+    ]
+
+
+def _first_message(ctx: Context) -> tuple[float, float]:
+    broker = make_broker("kafka", bootstrap_servers=ctx.bootstrap_servers, prefix=ctx.prefix())
+    started = threading.Event()
+    at = {}
+
+    def first():
+        at["run"] = time.perf_counter()
+        started.set()
+
+    actor = dramatiq.actor(first, broker=broker, queue_name=ctx.queue("first"), max_retries=0)
+    worker = dramatiq.Worker(broker, worker_threads=1)
+    try:
+        at["worker"] = time.perf_counter()
+        worker.start()
+        at["send"] = time.perf_counter()
+        actor.send()
+        if not started.wait(60):
+            raise RuntimeError("the first message of a new queue did not run within 60 s")
+    finally:
+        worker.stop()
+        broker.close()
+    return (at["run"] - at["send"]) * 1000, (at["run"] - at["worker"]) * 1000
 
 
 def _durations(ctx: Context):

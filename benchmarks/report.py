@@ -208,6 +208,14 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
     r = find(rows, "http_signup", "", "gateway on KafkaBroker", "p99")
     ok = r and r["status"] == "ok"
     check("HTTP sign-up p99 ≤ 50 ms", ok and r["median"], ok and r["median"] <= 50, ok and f"{r['median']:.0f} ms")
+    r = find(rows, "latency", "first message of a new queue", "KafkaBroker", "send to start")
+    ok = r and r["status"] == "ok"
+    check(
+        "First message of a new queue, send to start ≤ 300 ms",
+        ok and r["median"],
+        ok and r["median"] <= 300,
+        ok and f"{r['median']:.0f} ms",
+    )
     r = find(rows, "delays", "", "KafkaBroker", "lateness p99")
     ok = r and r["status"] == "ok"
     check("Delay lateness p99 ≤ 1 s", ok and r["median"], ok and r["median"] <= 1000, ok and f"{r['median']:,.0f} ms")

@@ -22,6 +22,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
+from .clientlog import ClientLog
 from .consumer import DelayConsumer, KafkaConsumer
 from .deadletters import OVERSIZED_KEPT_BYTES, DeadLettered, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
@@ -129,9 +130,9 @@ class KafkaBroker(dramatiq.Broker):
         self.max_message_bytes = max_message_bytes
         #: The largest message this broker writes: what its consumers read, and Kafka takes, with
         #: room for a dead letter's headers.
-        self._max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES) - RECORD_OVERHEAD_BYTES
+        self._max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES)
         #: The largest message ``send`` takes: room for a retry's traceback besides.
-        self._max_sent_bytes = self._max_record_bytes - SENT_ROOM_BYTES
+        self._max_sent_bytes = max(self._max_record_bytes - SENT_ROOM_BYTES, self._max_record_bytes * 3 // 4)
         self._dead_letters: dict[str, deque] = defaultdict(lambda: deque(maxlen=MAX_REMEMBERED_DEAD_LETTERS))
         self._lock = threading.Lock()
         self._clients_pid: int | None = None
@@ -229,16 +230,18 @@ class KafkaBroker(dramatiq.Broker):
         with self._lock:
             self._check_pid()
             if self._admin is None:
-                self._admin = AdminClient(self.settings.client_config())
+                self._admin = AdminClient({**self.settings.client_config(), **ClientLog("admin client").config()})
             return self._admin
 
-    def consumer_config(self, group: str) -> dict:
+    def consumer_config(self, group: str, *, defaults: dict | None = None) -> dict:
         """Returns the librdkafka configuration of a consumer in the given (unprefixed) group.
 
-        The user's settings (``KAFKA_RDKAFKA_*``, ``consumer_config``) win over these defaults;
-        those the guarantees depend on are refused at construction (``CONSUMER_OWNED_SETTINGS``).
+        The user's settings (``KAFKA_RDKAFKA_*``, ``consumer_config``) win over these defaults, and
+        over the ``defaults`` of a kind of consumer; those the guarantees depend on are refused at
+        construction (``CONSUMER_OWNED_SETTINGS``).
         """
         defaults = {
+            **(defaults or {}),
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "max.poll.interval.ms": 300_000,

@@ -28,6 +28,7 @@ from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 
 from . import messages
+from .clientlog import ClientLog
 from .delays import Action, DelayTiers
 from .followups import FOLLOW_UPS
 from .offsets import OffsetTracker
@@ -41,6 +42,10 @@ _consumer_ids = count(1)
 #: How many records a consumer reads ahead of what it hands out before it pauses its partitions.
 #: Pausing and resuming restarts fetching, so it should happen once per many messages, not per ack.
 READ_AHEAD = 1_000
+
+#: How long a queue consumer's fetch may wait at the broker for records (ms): librdkafka's 500 ms
+#: delayed the first message of a new queue by as much.
+FIRST_FETCH_WAIT_MS = 100
 
 #: The most records taken from the client in one poll.
 MAX_BATCH = 500
@@ -92,13 +97,18 @@ class KafkaConsumer(dramatiq.Consumer):
         #: The thread that calls ``__next__``: Dramatiq's consumer thread.
         self._polling_thread: int | None = None
         self._closed = False
-        self._consumer = Consumer({**self.client_config(broker, group_id), "on_commit": self._on_commit})
+        self._log = ClientLog(f"consumer of {queue_name}")
+        self._consumer = Consumer(
+            {**self.client_config(broker, group_id), **self._log.config(), "on_commit": self._on_commit}
+        )
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     @classmethod
     def client_config(cls, broker, group_id: str) -> dict:
         """Returns the librdkafka configuration of this kind of consumer."""
-        return broker.consumer_config(group_id)
+        # The first fetch of a partition just assigned is held by the broker for fetch.wait.max.ms,
+        # though a record arrives meanwhile: a new queue's first message waited that long.
+        return broker.consumer_config(group_id, defaults={"fetch.wait.max.ms": FIRST_FETCH_WAIT_MS})
 
     # Rebalances (called from inside poll, on the consumer thread) ---------------------------
 
@@ -240,11 +250,12 @@ class KafkaConsumer(dramatiq.Consumer):
         for record in records:
             error = record.error()
             if error is None:
+                self._log.ok()
                 yield record
             elif error.fatal():
                 raise ConnectionClosed(error.str())
             elif error.code() != KafkaError._PARTITION_EOF:
-                logger.warning("Consumer error on %s: %s", self.queue_name, error.str())
+                self._log.error(error)
 
     def _handle(self, record) -> KafkaMessageProxy | None:
         """Turns a record into a message to hand out, or deals with it and returns ``None``."""
@@ -396,7 +407,7 @@ class DelayConsumer(KafkaConsumer):
     def client_config(cls, broker, group_id: str) -> dict:
         # A partition resumed when its head comes due is fetched only once the fetch in flight
         # returns, which an idle broker holds for fetch.wait.max.ms (librdkafka: 500 ms).
-        return {"fetch.wait.max.ms": DUE_FETCH_WAIT_MS, **super().client_config(broker, group_id)}
+        return broker.consumer_config(group_id, defaults={"fetch.wait.max.ms": DUE_FETCH_WAIT_MS})
 
     def _forget(self, keys) -> None:
         for key in keys:

@@ -34,6 +34,7 @@ import dramatiq
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from dramatiq.common import current_millis, q_name, xq_name
 
+from .clientlog import ClientLog
 from .deadletters import DeadLetterInfo
 from .producer import Record
 from .topics import TopicSpec, ensure_topics
@@ -267,6 +268,7 @@ def read_to_end(broker, topic: str, *, timeout: float = READ_TIMEOUT) -> tuple[l
     consumer = Consumer(
         {
             **broker.settings.client_config(),
+            **ClientLog(f"reader of {topic}").config(),
             # Never joined: partitions are assigned, and nothing is committed.
             "group.id": broker.settings.group("kafka-tasks-dlq"),
             "enable.auto.commit": False,

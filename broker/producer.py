@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from .clientlog import ClientLog
+
 #: How often clients refresh topic metadata (ms), so partitions added to a topic are used within
 #: seconds; librdkafka's default is 5 minutes.
 METADATA_REFRESH_MS = 5_000
@@ -30,10 +32,45 @@ logger = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
-    """Kafka did not acknowledge a record: it may not be stored, and the send must not count."""
+    """Kafka did not acknowledge a record: the send must not count.
+
+    Parameters:
+      maybe_stored(bool): Whether Kafka may have stored it all the same: its request may have reached
+        the broker, and its answer not come back (a broker that stalls, a timeout).  ``False`` means
+        certainly not stored: refused by the broker or never sent.
+    """
 
     #: Set when the message being processed owes the send (see :mod:`broker.followups`).
     owed = False
+
+    def __init__(self, *args, maybe_stored: bool = False) -> None:
+        super().__init__(*args)
+        self.maybe_stored = maybe_stored
+
+
+#: Errors of a record that Kafka certainly did not store: the broker refused it, or it was never
+#: sent.  Any other error may come after the broker stored it (a timeout, a lost connection).
+NOT_STORED_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.INVALID_REQUIRED_ACKS,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError._QUEUE_FULL,
+        KafkaError._PURGE_QUEUE,
+        KafkaError._INVALID_ARG,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +95,8 @@ class Record:
 
 
 def _not_acknowledged(topic: str, error) -> DeliveryFailed:
-    return DeliveryFailed(f"Kafka did not acknowledge a record for {topic}: {error.str()}")
+    maybe = error.code() not in NOT_STORED_ERRORS
+    return DeliveryFailed(f"Kafka did not acknowledge a record for {topic}: {error.str()}", maybe_stored=maybe)
 
 
 def is_fatal(error: KafkaError) -> bool:
@@ -101,7 +139,8 @@ class Acknowledgements:
         def delivered(error, message) -> None:
             if error is None:
                 self._positions[index] = (message.partition(), message.offset())
-            elif self._error is None:
+            elif self._error is None or not self._error.maybe_stored:
+                # One record that may be stored makes the batch one that may be.
                 self._error = _not_acknowledged(self._topics[index], error)
             with self._counting:
                 self._pending -= 1
@@ -121,7 +160,8 @@ class Acknowledgements:
         """
         if not self._all_reported.acquire(timeout=timeout):
             raise DeliveryFailed(
-                f"{self._pending} of {len(self._topics)} records had no delivery report within {timeout:g} s"
+                f"{self._pending} of {len(self._topics)} records had no delivery report within {timeout:g} s",
+                maybe_stored=True,
             )
         if self._error is not None:
             raise self._error
@@ -172,6 +212,7 @@ class DurableProducer:
             "delivery.timeout.ms": delivery_timeout_ms,
             "message.timeout.ms": delivery_timeout_ms,
         }
+        self._log = ClientLog("producer")
         #: Clients replaced after a fatal error, polled until their records are all reported.
         self._retired: list[Producer] = []
         self._replacing = threading.Lock()
@@ -194,13 +235,12 @@ class DurableProducer:
         fatal: list[KafkaError] = []  # not the client itself, which would make a reference cycle
 
         def on_error(error: KafkaError) -> None:
-            # Set, this callback replaces librdkafka's own logging of client errors.
             if is_fatal(error):
                 fatal.append(error)
             else:
-                logger.warning("Kafka producer: %s", error.str())
+                self._log.error(error)
 
-        return _Client(Producer({**self._config, "error_cb": on_error}), fatal)
+        return _Client(Producer({**self._config, **self._log.config(), "error_cb": on_error}), fatal)
 
     def _replace(self, failed: _Client, error: KafkaError) -> None:
         """Swaps a client that failed fatally for a new one.
@@ -264,7 +304,13 @@ class DurableProducer:
         """Hands a record to librdkafka, waiting (within the delivery timeout) while its queue is full."""
         if self._closed.is_set():
             raise DeliveryFailed("the producer is closed")
-        kwargs = {"key": record.key, "headers": record.headers, "on_delivery": on_delivery}
+
+        def delivered(error, message, on_delivery=on_delivery, log=self._log):
+            if error is None:
+                log.ok()
+            on_delivery(error, message)
+
+        kwargs = {"key": record.key, "headers": record.headers, "on_delivery": delivered}
         if record.timestamp is not None:
             kwargs["timestamp"] = record.timestamp
         if record.partition is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from .clientlog import ClientLog
 from .consumer import poll_batch
 
 logger = logging.getLogger(__name__)
@@ -129,9 +130,11 @@ class ReplyListener:
     def __init__(self, config: dict, topic: str, book: ReplyBook) -> None:
         self.topic = topic
         self.book = book
+        self._log = ClientLog("reply listener")
         self._consumer = Consumer(
             {
                 **config,
+                **self._log.config(),
                 # Never used to join a group: partitions are assigned, and nothing is committed.
                 "group.id": "kafka-tasks-reply-listener",
                 "enable.auto.commit": False,
@@ -204,7 +207,7 @@ class ReplyListener:
                 self._serve_requests()
             except KafkaException as e:
                 # A topic created a moment ago may not be known yet: try again shortly.
-                logger.warning("The reply listener could not assign partitions yet: %s", e)
+                self._log.report(logging.WARNING, "assign", f"could not assign its partitions yet: {e}")
                 time.sleep(0.2)
                 continue
             records: list = []

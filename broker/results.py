@@ -34,6 +34,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.middleware import DEFAULT_RESULT_TTL
 from dramatiq.results.result import wrap_exception, wrap_result
 
+from .clientlog import ClientLog
 from .followups import FOLLOW_UPS
 from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
 from .producer import DeliveryFailed, DurableProducer, Record
@@ -116,7 +117,8 @@ class KafkaResultBackend(ResultBackend):
         """
         retention = {"retention.ms": str(self.result_ttl), "segment.ms": str(min(self.result_ttl, 3_600_000))}
         spec = TopicSpec(self.topic, self.partitions, self.replication_factor, retention)
-        return ensure_topics(AdminClient(self.settings.client_config()), [spec])
+        admin = AdminClient({**self.settings.client_config(), **ClientLog("admin client").config()})
+        return ensure_topics(admin, [spec])
 
     @property
     def listener(self) -> ReplyListener:

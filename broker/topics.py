@@ -75,9 +75,12 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = A
     def remaining() -> float:
         return max(0.1, deadline - time.monotonic())
 
-    existing = set(admin.list_topics(timeout=remaining()).topics)
-    wanted = [spec for spec in specs if spec.name not in existing]
+    metadata = admin.list_topics(timeout=remaining()).topics
+    wanted = [spec for spec in specs if spec.name not in metadata]
+    # Topics another client created a moment ago may have no leader yet: wait for them too.
+    unready = [spec.name for spec in specs if spec.name in metadata and not _has_leaders(metadata[spec.name])]
     if not wanted:
+        _await_leaders(admin, unready, deadline)
         return []
     futures = admin.create_topics(
         [
@@ -102,4 +105,20 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = A
             refused.append((name, error.str()))
     if refused:
         raise MissingTopics(sorted(name for name, _ in refused), refused[0][1])
+    _await_leaders(admin, created + unready, deadline)
     return created
+
+
+def _await_leaders(admin: AdminClient, topics: list[str], deadline: float) -> None:
+    """Waits (until ``deadline``, at most) until the cluster's metadata shows every partition of the
+    topics with a leader.  A client that subscribes to a topic created a moment ago would otherwise
+    find it missing, log that, and retry its fetches only after a backoff."""
+    while topics and time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
+        if all(name in metadata and _has_leaders(metadata[name]) for name in topics):
+            return
+        time.sleep(0.01)
+
+
+def _has_leaders(topic) -> bool:
+    return topic.error is None and bool(topic.partitions) and all(p.leader >= 0 for p in topic.partitions.values())

@@ -45,6 +45,7 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
     from tasks.config import Config
 
     from . import auth, errors, health, payments, statuses, users
+    from .bodies import BoundedBody
     from .extension import KafkaTasks
 
     config = config or Config.from_env()
@@ -58,6 +59,7 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
+    app.wsgi_app = BoundedBody(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
     app.extensions["kafka_tasks"] = KafkaTasks(config=config, broker=broker, store=store)
     api = Api(app)
     # After Api(), whose own HTTPException handler this replaces: errors come from one place.

@@ -7,7 +7,7 @@ from tasks.submit import submit
 
 from . import errors
 from .extension import kafka_tasks
-from .parsing import Blueprint
+from .parsing import Blueprint, IdempotencyKeySchema
 from .statuses import LOCATION_HEADER, accepted
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Sign-ups.")
@@ -18,10 +18,14 @@ sign_up_schema = SignUpSchema()
 
 @blp.route("/sign-up", methods=["POST"])
 @blp.arguments(sign_up_schema)
+@blp.arguments(IdempotencyKeySchema(), location="headers", as_kwargs=True)
 @blp.response(202, TaskAcceptedSchema, headers=LOCATION_HEADER)
-@errors.documented(blp, 400, 413, 415, 503)
-def sign_up(sign_up: dict):
-    """Signs a user up, once Kafka has stored the task; the task's status tells how it ended."""
+@errors.documented(blp, 400, 409, 413, 415, 422, 503)
+def sign_up(sign_up: dict, idempotency_key: str | None = None):
+    """Signs a user up, once Kafka has stored the task; the task's status tells how it ended.  A
+    repeated ``Idempotency-Key`` answers with the same task."""
     tasks = kafka_tasks()
-    submission = submit(tasks.actor("create_user"), sign_up_schema.dump(sign_up), store=tasks.store)
+    submission = submit(
+        tasks.actor("create_user"), sign_up_schema.dump(sign_up), store=tasks.store, idempotency_key=idempotency_key
+    )
     return accepted(submission.task_id)

@@ -13,14 +13,15 @@ import logging
 
 from confluent_kafka import KafkaException
 from dramatiq.results import ResultTimeout
-from flask import Flask, request
+from flask import Flask, request, url_for
 from flask_smorest.error_handler import ErrorSchema
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from werkzeug.http import HTTP_STATUS_CODES
 
 from broker import DeliveryFailed
-from tasks.submit import KeyReused, SubmissionInProgress
+from broker.clientlog import ClientLog
+from tasks.submit import KeyReused, OutcomeUnknown, SubmissionInProgress
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,28 @@ def _http_exception(error: HTTPException):
     return error_response(error.code or 500, message, errors=errors, headers=headers)
 
 
+#: Kafka being unavailable is one condition, logged when it starts and once a minute while it lasts,
+#: not once per request answered 503.
+_KAFKA_LOG = ClientLog("as the web process sees it")
+
+
 def _kafka_unavailable(error: Exception):
-    logger.warning("Kafka is unavailable: %s", error)
+    _KAFKA_LOG.report(logging.WARNING, "unavailable", f"unavailable, answering 503: {error}")
     return unavailable("Kafka is unavailable; nothing was sent. Try again later.")
+
+
+def _outcome_unknown(error: OutcomeUnknown):
+    """A 503 that says Kafka may have the task: its id, its status URL, and how to send it again
+    without running it twice."""
+    _KAFKA_LOG.report(logging.WARNING, "unconfirmed", f"did not confirm a send in time, answering 503: {error}")
+    again = (
+        "Send the same request again with the same Idempotency-Key: it sends this task again, which cannot run twice."
+        if error.keyed
+        else "Look at its status before sending it again: sent again without an Idempotency-Key, it is a new task."
+    )
+    url = url_for("tasks.get_task", task_id=error.task_id)
+    body, code, headers = unavailable(f"Kafka did not confirm the task in time; it may have stored it. {again}")
+    return {**body, "taskId": error.task_id, "statusUrl": url}, code, {**headers, "Location": url}
 
 
 def _database_unavailable(error: OperationalError):
@@ -109,6 +129,7 @@ def register(app: Flask) -> None:
     """Makes the app answer every error as JSON."""
     app.before_request(_require_json)
     app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(OutcomeUnknown, _outcome_unknown)
     app.register_error_handler(DeliveryFailed, _kafka_unavailable)
     app.register_error_handler(KafkaException, _kafka_unavailable)
     app.register_error_handler(OperationalError, _database_unavailable)

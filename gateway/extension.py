@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dramatiq
 from dramatiq.results import ResultBackend, Results
@@ -25,6 +25,8 @@ class KafkaTasks:
     config: Config
     broker: dramatiq.Broker
     store: Store
+    #: The last outcome of each readiness check of this process, so a change is logged once.
+    readiness: dict[str, str] = field(default_factory=dict, compare=False)
 
     def actor(self, name: str) -> dramatiq.Actor:
         """Returns the actor called ``name``, as declared on this app's broker."""

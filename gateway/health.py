@@ -42,7 +42,7 @@ def healthz():
 @errors.documented(blp, 503)
 def readyz():
     """Tells whether Kafka answers metadata within 2 s and the database answers a query."""
-    checks = {"kafka": _check(_ping_kafka), "database": _check(lambda: kafka_tasks().store.ping())}
+    checks = {"kafka": _check("kafka", _ping_kafka), "database": _check("database", lambda: kafka_tasks().store.ping())}
     failed = sorted(name for name, outcome in checks.items() if outcome != "ok")
     if failed:
         abort(
@@ -60,10 +60,19 @@ def _ping_kafka() -> None:
         broker.admin.list_topics(timeout=KAFKA_TIMEOUT_SECONDS)
 
 
-def _check(ping) -> str:
+def _check(name: str, ping) -> str:
+    """Runs one check; logs, in one line, only when its outcome changes (probes come every few
+    seconds, and an outage is one event, not one traceback per probe)."""
     try:
         ping()
+        outcome, detail = "ok", None
     except Exception as e:
-        logger.warning("Readiness check failed: %s", e, exc_info=True)
-        return f"unavailable ({type(e).__name__})"
-    return "ok"
+        outcome, detail = f"unavailable ({type(e).__name__})", f"{type(e).__name__}: {e}"
+    last = kafka_tasks().readiness
+    if last.get(name, "ok") != outcome:
+        if detail is None:
+            logger.info("Readiness: %s is available again.", name)
+        else:
+            logger.warning("Readiness: %s is unavailable: %s", name, detail)
+    last[name] = outcome
+    return outcome

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 
 import flask_smorest
+from marshmallow import Schema
 from webargs.flaskparser import FlaskParser
+
+from tasks.schemas import KEY_CHARACTERS, idempotency_key_field
 
 
 class Parser(FlaskParser):
@@ -31,3 +34,17 @@ class Blueprint(flask_smorest.Blueprint):
     """flask-smorest's Blueprint, parsing arguments with :class:`Parser`."""
 
     ARGUMENTS_PARSER = Parser()
+
+
+class IdempotencyKeySchema(Schema):
+    """The optional ``Idempotency-Key`` header: a repeated key answers with the same task."""
+
+    idempotency_key = idempotency_key_field(
+        data_key="Idempotency-Key",
+        load_default=None,
+        metadata={
+            "description": "Makes retries of this request answer with the same task, and never run it twice: "
+            "also after a 503 whose outcome is unknown. One key, 1 to 255 printable ASCII characters but the comma.",
+            "pattern": KEY_CHARACTERS,
+        },
+    )

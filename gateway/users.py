@@ -19,7 +19,7 @@ blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users."
 def get(user_id: int):
     """Returns a user, as the auth service answers within ``USER_LOOKUP_TIMEOUT_MS``."""
     user = None
-    if user_id <= MAX_USER_ID:
+    if 1 <= user_id <= MAX_USER_ID:  # no other id is stored: no need to ask the auth service
         tasks = kafka_tasks()
         user = (
             tasks.actor("get_user")

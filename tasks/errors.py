@@ -1,9 +1,11 @@
-"""Why a task fails for good.
+"""Why a task fails for good, or is retried.
 
 A :class:`PermanentFailure` is the answer, not an accident: retrying cannot change it, so actors
 list it in ``throws`` and Dramatiq's Retries middleware lets it fail at once.  Its message is the
 reason a caller sees in the task's status and in the dead letter's headers.
 """
+
+import dramatiq
 
 
 class PermanentFailure(Exception):
@@ -29,5 +31,6 @@ class PaymentKeyConflict(PermanentFailure):
         super().__init__("this task already recorded a payment under another idempotency key")
 
 
-class UserLookupTimedOut(Exception):
-    """The auth service did not answer in time; the payment is retried with backoff."""
+class UserLookupTimedOut(dramatiq.Retry):
+    """The auth service did not answer in time; the payment is retried with backoff.  A
+    ``dramatiq.Retry``: an expected condition, logged in one line, not an error with a traceback."""

@@ -15,6 +15,9 @@ class Status(enum.StrEnum):
 
     #: Being sent to Kafka under an ``Idempotency-Key`` (shown as ``queued``): a repeated key finds it.
     SUBMITTING = "submitting"
+    #: Kafka did not confirm it in time, and may have stored it all the same: its worker tells, or
+    #: a request sent again with its ``Idempotency-Key`` sends it again, as the same task.
+    UNKNOWN = "unknown"
     #: Kafka has it; no worker has started it.
     QUEUED = "queued"
     #: A worker is running it.
@@ -37,7 +40,9 @@ _ENDS = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD})
 #: is never replaced (a redelivery of a task that succeeded may fail, yet its effect is there);
 #: a failed or dead task may still succeed when a dead-letter replay runs it again.
 ALLOWED: dict[Status, frozenset[Status]] = {
-    Status.SUBMITTING: frozenset({Status.QUEUED}) | _IN_FLIGHT | _ENDS,
+    Status.SUBMITTING: frozenset({Status.QUEUED, Status.UNKNOWN}) | _IN_FLIGHT | _ENDS,
+    # Claimed by a request sent again (back to submitting), or found by its worker.
+    Status.UNKNOWN: frozenset({Status.SUBMITTING, Status.UNKNOWN}) | _IN_FLIGHT | _ENDS,
     Status.QUEUED: _IN_FLIGHT | _ENDS,
     Status.RUNNING: _IN_FLIGHT | _ENDS,
     Status.RETRYING: _IN_FLIGHT | _ENDS,

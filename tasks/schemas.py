@@ -7,6 +7,7 @@ checked again.  JSON field names follow the NestJS system this grew from (``user
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from dramatiq.middleware import CurrentMessage
@@ -215,6 +216,12 @@ def _in_range(value: Decimal) -> None:
         raise ValidationError(f"Must be greater than 0 and at most {MAX_AMOUNT}.")
 
 
+#: How an amount is written: ASCII digits, with a point and decimals or not, and an exponent or
+#: not (a JSON number is written so too).  Python's Decimal would also take spaces around it,
+#: other scripts' digits, underscores, "Infinity" and a sign.
+AMOUNT_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
 def _at_most_two_decimals(value: Decimal) -> None:
     if value.as_tuple().exponent < -2:
         raise ValidationError("Must have at most 2 decimal places.")
@@ -274,6 +281,12 @@ class PaymentSchema(Schema):
         # A JSON number like 10.1 arrives as a float, already rounded in binary; as a string it is exact.
         if isinstance(data, dict) and isinstance(data.get("amount"), float):
             data = dict(data, amount=repr(data["amount"]))
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("amount"), str)
+            and not AMOUNT_PATTERN.fullmatch(data["amount"])
+        ):
+            raise ValidationError("Must be a decimal number of digits 0 to 9, like 10.50.", field_name="amount")
         return data
 
     @post_load
@@ -289,15 +302,25 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 #: An idempotency key's characters: printable ASCII, as HTTP header values carry them unchanged.
 PRINTABLE_ASCII = r"^[\x20-\x7e]+$"
 
+#: An idempotency key's characters: printable ASCII but the comma, which joins two headers of one
+#: name into one value (so two ``Idempotency-Key`` headers would read as a new key made of both).
+KEY_CHARACTERS = r"^[\x20-\x2b\x2d-\x7e]+$"
+
 
 def _printable_ascii(value: str) -> None:
     if not (value.isascii() and value.isprintable()):
         raise ValidationError("Must be printable ASCII characters.")
 
 
+def _one_key(value: str) -> None:
+    if "," in value:
+        raise ValidationError("Must be one key, without commas: give one Idempotency-Key header.")
+
+
 def idempotency_key_field(**kwargs) -> fields.String:
-    """An idempotency key field: 1 to 255 printable ASCII characters."""
-    return fields.String(validate=[validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY_LENGTH), _printable_ascii], **kwargs)
+    """An idempotency key field: 1 to 255 printable ASCII characters, no comma."""
+    validators = [validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY_LENGTH), _printable_ascii, _one_key]
+    return fields.String(validate=validators, **kwargs)
 
 
 class PaymentKeySchema(Schema):

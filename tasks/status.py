@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 import dramatiq
 from dramatiq.middleware import SkipMessage
@@ -29,6 +30,9 @@ from .store import Store
 from .taskids import from_millis
 
 logger = logging.getLogger(__name__)
+
+#: The names of the actors whose status is tracked, over every broker of the process.
+_TRACKED: set[str] = set()
 
 
 def describe(exception: BaseException | None) -> str | None:
@@ -48,6 +52,25 @@ def _made_at(message) -> dt.datetime | None:
         return None
 
 
+class KeptResults(logging.Filter):
+    """Drops Dramatiq's warning that a result was discarded, for the actors whose results this
+    middleware keeps in the database: without it, every finished task logged that it lost its
+    result, which it did not."""
+
+    def __init__(self, tracked) -> None:
+        super().__init__()
+        self.tracked = tracked
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        discarded = DISCARDED.match(record.getMessage())
+        return not (discarded and self.tracked(discarded.group(1)))
+
+
+#: The logger of Dramatiq's Results middleware, and its warning that a result was discarded.
+RESULTS_LOGGER = "dramatiq.results.middleware.Results"
+DISCARDED = re.compile(r"Actor '(.+)' returned a value that is not None, .* the value has been discarded")
+
+
 class TaskStatus(dramatiq.Middleware):
     """Records the status of tracked actors' messages in the store.
 
@@ -57,6 +80,13 @@ class TaskStatus(dramatiq.Middleware):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        results_logger = logging.getLogger(RESULTS_LOGGER)
+        if not any(isinstance(f, KeptResults) for f in results_logger.filters):
+            results_logger.addFilter(KeptResults(_TRACKED.__contains__))
+
+    def after_declare_actor(self, broker, actor):
+        if actor.options.get("track_status"):
+            _TRACKED.add(actor.actor_name)
 
     @property
     def actor_options(self):

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    and_,
     create_engine,
     event,
     or_,
@@ -162,6 +163,12 @@ class _TaskWrites:
             index_elements=[_tasks.c.id],
             set_={"status": row.excluded.status, "updated_at": row.excluded.updated_at},
             where=_may_become(Status.QUEUED),
+        )
+        #: Not confirmed: new, or ``submitting`` becomes ``unknown``.
+        self.unknown = row.on_conflict_do_update(
+            index_elements=[_tasks.c.id],
+            set_={"status": row.excluded.status, "updated_at": row.excluded.updated_at},
+            where=_may_become(Status.UNKNOWN),
         )
         moved = {name: row.excluded[name] for name in ("status", "result", "error", "updated_at")}
         #: Every end (succeeded, failed, dead) may follow the same statuses.
@@ -355,7 +362,8 @@ class Store:
         return _task_dict(task)
 
     def take_over(self, task_id: str, *, abandoned_before: dt.datetime) -> bool:
-        """Claims a task left ``submitting`` since before ``abandoned_before``; the claim counts as
+        """Claims a task to send it again: one left ``submitting`` since before ``abandoned_before``
+        (its sender died), or one whose send Kafka did not confirm (``unknown``).  The claim counts as
         an update, so of callers that try at once, exactly one gets it.  Returns whether this one did.
         """
         with self._writing() as connection:
@@ -363,12 +371,25 @@ class Store:
                 _tasks.update()
                 .where(
                     _tasks.c.id == task_id,
-                    _tasks.c.status == Status.SUBMITTING.value,
-                    _tasks.c.updated_at < abandoned_before,
+                    or_(
+                        and_(_tasks.c.status == Status.SUBMITTING.value, _tasks.c.updated_at < abandoned_before),
+                        _tasks.c.status == Status.UNKNOWN.value,
+                    ),
                 )
-                .values(updated_at=_utcnow())
+                .values(status=Status.SUBMITTING.value, updated_at=_utcnow())
             )
         return claimed.rowcount == 1
+
+    def mark_unknown(self, task_id: str, kind: str) -> None:
+        """Records that Kafka did not confirm a task, which it may have stored all the same; its
+        worker's status wins over this one."""
+        now = _utcnow()
+        self._upsert(
+            (
+                self._writes.unknown,
+                {"id": task_id, "kind": kind, "status": Status.UNKNOWN.value, "created_at": now, "updated_at": now},
+            )
+        )
 
     def _insert_once(self, connection, table, key: str, values: dict):
         """Inserts a row unless one with the same value in the unique column ``key`` exists: how a

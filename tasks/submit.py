@@ -3,9 +3,12 @@
 The gateway calls these.  A task's id is signed (:mod:`tasks.taskids`), so a task Kafka
 acknowledged is known as ``queued`` from its id alone, with no write, until its worker records
 its progress.  A task with an ``Idempotency-Key`` is recorded as ``submitting`` before it is sent,
-so that a repeated key finds it, and as ``queued`` once Kafka has it; if the send fails, that
-record is removed.  A failed send propagates: the caller answers 503, and nothing was promised.
-Once Kafka has the task, nothing fails the submission: not recording it as ``queued`` either.
+so that a repeated key finds it, and as ``queued`` once Kafka has it; if Kafka certainly did not
+store it, that record is removed, and the caller answers 503: nothing was promised.  If Kafka did
+not confirm it but may have stored it (a broker that stalls), the task is recorded as ``unknown``
+(:class:`OutcomeUnknown`): its worker settles that, and a request sent again with its key sends it
+again as the same task, which cannot run twice.  Once Kafka has the task, nothing fails the
+submission: not recording it as ``queued`` either.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
+
+from broker import DeliveryFailed
 
 from .lifecycle import Status
 from .store import Store
@@ -35,6 +40,22 @@ class SubmissionInProgress(Exception):
 
 class KeyReused(Exception):
     """The idempotency key was used before for a different request."""
+
+
+class OutcomeUnknown(Exception):
+    """Kafka did not confirm the task in time and may have stored it all the same (a broker that
+    stalls): the answer must say so, with the task's id, and not invite a resend that doubles it.
+
+    Parameters:
+      task_id(str): The task's id, if Kafka has it.
+      keyed(bool): Whether the request carried an ``Idempotency-Key``: sent again with it, the
+        request sends the same task again, which cannot run twice.
+    """
+
+    def __init__(self, task_id: str, *, keyed: bool) -> None:
+        super().__init__(f"Kafka did not confirm task {task_id}; it may have stored it")
+        self.task_id = task_id
+        self.keyed = keyed
 
 
 def fingerprint(actor: dramatiq.Actor, args: tuple) -> str:
@@ -60,7 +81,9 @@ def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | No
     Raises:
       KeyReused: If this key was used before for a request with other arguments.
       SubmissionInProgress: If an earlier request with this key has not finished sending.
-      Exception: Whatever the broker raised when Kafka did not acknowledge the message
+      OutcomeUnknown: If Kafka did not confirm the task and may have stored it; it is recorded as
+        ``unknown``, and a request sent again with its key sends it again, as the same task.
+      Exception: Whatever the broker raised when Kafka certainly did not store the message
         (``broker.DeliveryFailed`` on Kafka).
     """
     message = actor.message(*args)
@@ -77,21 +100,25 @@ def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | No
         if task["taskId"] != message.message_id:
             if task["requestFingerprint"] not in (None, asked):
                 raise KeyReused(task["taskId"])
-            if task["status"] != Status.SUBMITTING:
+            if task["status"] not in (Status.SUBMITTING, Status.UNKNOWN):
                 return Submission(task["taskId"], created=False)
             abandoned_before = datetime.now(UTC) - ABANDONED_AFTER
             if not store.take_over(task["taskId"], abandoned_before=abandoned_before):
                 raise SubmissionInProgress(task["taskId"])
-            # Its sender died, perhaps after Kafka took it: send it again as the same task, which
-            # its actor may then meet again, as it would a redelivery (payments are unique by key).
+            # Its sender died, or Kafka did not confirm it, perhaps after taking it: send it again
+            # as the same task, which its actor may then meet again, as it would a redelivery
+            # (a user is unique by the task that creates it, a payment by its key).
             message = message.copy(message_id=task["taskId"])
             taken_over = True
     try:
         actor.broker.enqueue(message)
-    except BaseException:
+    except BaseException as e:
         # A task taken over stays: Kafka may hold it from its first sender, and its key must keep
-        # naming it.  It is taken over again once abandoned.
-        if idempotency_key is not None and not taken_over:
+        # naming it.  So does a task Kafka may have stored: its key, or its id, settles it.
+        if taken_over or (isinstance(e, DeliveryFailed) and e.maybe_stored):
+            _mark_unknown(store, message.message_id, actor.actor_name)
+            raise OutcomeUnknown(message.message_id, keyed=idempotency_key is not None) from e
+        if idempotency_key is not None:
             store.forget_task(message.message_id)
         raise
     if idempotency_key is not None:
@@ -101,3 +128,11 @@ def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | No
             # Answering 503 now would have the client send the task again: Kafka already has it.
             logger.exception("Task %s is in Kafka but could not be recorded as queued.", message.message_id)
     return Submission(message.message_id, created=True)
+
+
+def _mark_unknown(store: Store, task_id: str, kind: str) -> None:
+    try:
+        store.mark_unknown(task_id, kind)
+    except Exception:
+        # The answer still says the outcome is unknown, with the task's id; only its status lags.
+        logger.exception("Task %s may be in Kafka, and could not be recorded as unknown.", task_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,52 @@ def kafka_launcher():
     for process in launched:
         if process.poll() is None:
             stop_kafka(process)
+
+
+class OwnKafka:
+    """A ``kafka-tasks kafka`` of a test's own, on a persistent data folder: stoppable, restartable,
+    and freezable (its JVM stopped with SIGSTOP, as a broker that stalls without dying looks)."""
+
+    def __init__(self, tmp_path, launch) -> None:
+        self.launch = launch
+        self.port = devkafka.free_port()
+        self.data_dir = tmp_path / "kafka"
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        self.process, _ = self.launch("--port", str(self.port), "--data-dir", str(self.data_dir))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.thaw()
+            stop_kafka(self.process)
+            self.process = None
+
+    def _jvm(self) -> int:
+        from tests.processes import children_of
+
+        [jvm] = children_of(self.process.pid)
+        return jvm
+
+    def freeze(self) -> None:
+        """Stops the broker's JVM where it is: connections stay open, and nothing answers."""
+        os.kill(self._jvm(), signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Lets a frozen broker go on."""
+        os.kill(self._jvm(), signal.SIGCONT)
+
+
+@pytest.fixture
+def own_kafka(tmp_path, kafka_launcher):
+    """A Kafka of the test's own (:class:`OwnKafka`), started, and stopped after the test."""
+    kafka = OwnKafka(tmp_path, kafka_launcher)
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
 
 
 #: The fixtures that give a test a real Kafka: such a test carries the ``kafka`` marker.

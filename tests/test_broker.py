@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import dramatiq
@@ -725,3 +726,24 @@ def test_partitions_added_to_a_queue_are_read_within_seconds(kafka, queue_name):
     finally:
         worker.stop()
         broker.close()
+
+
+def test_a_new_queues_consumers_log_no_missing_topic_while_its_topics_are_made(kafka, queue_name, capfd, caplog):
+    # Given a worker that starts on a queue no one used, and a message sent to it at once
+    sender = KafkaBroker(bootstrap_servers=kafka)
+    broker = KafkaBroker(bootstrap_servers=kafka, commit_interval_ms=20)
+    ran = threading.Event()
+    dramatiq.actor(lambda: None, actor_name="first", queue_name=queue_name, broker=sender)
+    dramatiq.actor(ran.set, actor_name="first", queue_name=queue_name, broker=broker)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        sender.get_actor("first").send()
+        assert ran.wait(30), "the first message did not run"
+    finally:
+        worker.stop()
+        broker.close()
+        sender.close()
+    # Then no consumer said its topics were missing: they are made, with leaders, before it subscribes
+    said = capfd.readouterr().err + caplog.text
+    assert "not available" not in said and "Unknown topic" not in said, said[-2000:]

@@ -12,8 +12,9 @@ from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
 from broker import DeliveryFailed, KafkaBroker
-from broker.consumer import DUE_FETCH_WAIT_MS, DelayConsumer, KafkaConsumer
+from broker.consumer import DUE_FETCH_WAIT_MS, FIRST_FETCH_WAIT_MS, DelayConsumer, KafkaConsumer
 from broker.followups import FOLLOW_UPS
+from broker.producer import Record
 from tests.eventually import eventually
 
 
@@ -162,7 +163,8 @@ def test_nack_dead_letters_then_commits(one_partition_broker, queue_name, handed
 def test_a_delay_consumer_fetches_within_a_short_wait_so_due_messages_are_not_held_back():
     broker = KafkaBroker(bootstrap_servers="127.0.0.1:1")
     assert DelayConsumer.client_config(broker, "q.DQ")["fetch.wait.max.ms"] == DUE_FETCH_WAIT_MS
-    assert "fetch.wait.max.ms" not in KafkaConsumer.client_config(broker, "q")
+    # A queue's consumer waits longer, but not librdkafka's 500 ms, which delayed a new queue's first message
+    assert KafkaConsumer.client_config(broker, "q")["fetch.wait.max.ms"] == FIRST_FETCH_WAIT_MS
 
 
 def test_consumer_config_given_to_the_broker_overrides_the_delay_consumers_fetch_wait():
@@ -331,17 +333,23 @@ def test_a_partition_paused_when_it_left_is_not_paused_when_it_comes_back(kafka,
         pump(first)
         # When another consumer joins, takes one of them, and leaves, so that it comes back
         second = broker.consume(queue_name, prefetch=100, timeout=50)
+        # (If the partition of the message out moves, the first hands out another meanwhile: kept, to be acked.)
+        handed_out = [out]
 
         def both_assigned() -> bool:
-            next(first), next(second)
+            proxy = next(first)
+            if proxy is not None:
+                handed_out.append(proxy)
+            next(second)
             return bool(first._consumer.assignment() and second._consumer.assignment())
 
         eventually(both_assigned, timeout=60, interval=0, what="both consumers to own a partition")
         assert len(first._consumer.assignment()) == len(second._consumer.assignment()) == 1
         second.close()
         # Then, once the first acks, every message reaches it, from both partitions
-        first.ack(out)
-        seen = {out.message_id}
+        for proxy in handed_out:
+            first.ack(proxy)
+        seen = {proxy.message_id for proxy in handed_out}
 
         def all_seen() -> bool:
             proxy = next(first)
@@ -418,3 +426,25 @@ def test_a_commit_kafka_reports_failed_is_made_again(one_partition_broker, queue
     pump(consumer)
     assert consumer.tracker.to_commit() == {}
     assert committed_offset(one_partition_broker, queue_name) == position
+
+
+def test_an_unreachable_kafka_is_logged_once_not_every_few_hundred_milliseconds(capfd, caplog):
+    # Given a consumer, a producer and an admin client of a broker whose Kafka does not answer
+    broker = KafkaBroker(bootstrap_servers="127.0.0.1:1", delivery_timeout_ms=1_000)
+    broker.declare_queue("unreachable")
+    consumer = KafkaConsumer(broker, "unreachable", ["unreachable"], "unreachable", prefetch=1, timeout=200)
+    try:
+        # When they try for a few seconds
+        for _ in range(15):
+            next(consumer)
+        with pytest.raises(DeliveryFailed):
+            broker.producer.send(Record("unreachable", b"x"))
+    finally:
+        consumer.close()
+        broker.close()
+    # Then librdkafka printed nothing itself, and each condition was logged once per client
+    assert capfd.readouterr().err.count("Connection refused") == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "broker.kafka"]
+    assert lines, "nothing was logged"
+    assert len(lines) == len(set(lines)), lines
+    assert len(lines) <= 6, lines

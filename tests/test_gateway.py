@@ -256,11 +256,78 @@ def test_a_taken_over_task_whose_send_fails_keeps_its_key(client, store, broker,
     monkeypatch.setattr(broker, "enqueue", down)
     response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-9"})
 
-    # Then the answer is 503, and the key still names that task, freshly claimed: a retry now is
-    # told it is in progress, and one after it is abandoned again sends it, never a new task
+    # Then the answer is a 503 saying Kafka may have it, and the key still names that task: a retry
+    # sends it again, as the same task, never a new one
     assert response.status_code == 503
-    assert store.get_task("t-abandoned")["status"] == "submitting"
-    assert client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-9"}).status_code == 409
+    assert response.get_json()["taskId"] == "t-abandoned"
+    assert store.get_task("t-abandoned")["status"] == "unknown"
+    monkeypatch.undo()
+    again = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-9"})
+    assert (again.status_code, again.get_json()["taskId"]) == (202, "t-abandoned")
+    assert take(broker, "payments").message_id == "t-abandoned"
+
+
+def refuse(broker, monkeypatch, *, maybe_stored: bool) -> list[str]:
+    """Makes the broker's sends fail as Kafka's would: ``maybe_stored`` after a timeout. Returns the ids sent."""
+    sent = []
+
+    def enqueue(message, *, delay=None):
+        sent.append(message.message_id)
+        raise DeliveryFailed("Kafka did not acknowledge a record: Local: Message timed out", maybe_stored=maybe_stored)
+
+    monkeypatch.setattr(broker, "enqueue", enqueue)
+    return sent
+
+
+@pytest.mark.parametrize("path, body", [("/api/auth/sign-up", SIGN_UP), ("/api/payments/pay", PAYMENT)])
+def test_a_send_kafka_may_have_stored_is_a_503_with_the_task_id_and_a_resend_with_the_key_sends_it_again(
+    client, store, broker, monkeypatch, path, body
+):
+    # Given Kafka that does not confirm a send in time (it may have stored it)
+    sent = refuse(broker, monkeypatch, maybe_stored=True)
+    # When a request with a key is sent
+    first = client.post(path, json=body, headers={"Idempotency-Key": "k-1"})
+    # Then the 503 says the outcome is unknown, and names the task, which shows as unknown
+    error = assert_error(first, 503, "Service Unavailable")
+    assert error["taskId"] == sent[0] and error["statusUrl"] == f"/api/tasks/{sent[0]}"
+    assert "may have stored it" in error["message"] and "same Idempotency-Key" in error["message"]
+    assert client.get(error["statusUrl"]).get_json()["status"] == "unknown"
+    # And sent again with the key, once Kafka confirms, it is the same task
+    monkeypatch.undo()
+    again = client.post(path, json=body, headers={"Idempotency-Key": "k-1"})
+    assert (again.status_code, again.get_json()["taskId"]) == (202, sent[0])
+    assert client.get(again.get_json()["statusUrl"]).get_json()["status"] == "queued"
+
+
+def test_an_unkeyed_send_kafka_may_have_stored_is_recorded_as_unknown(client, store, broker, monkeypatch):
+    sent = refuse(broker, monkeypatch, maybe_stored=True)
+    response = client.post("/api/payments/pay", json=PAYMENT)
+    error = assert_error(response, 503, "Service Unavailable")
+    assert error["taskId"] == sent[0] and "without an Idempotency-Key, it is a new task" in error["message"]
+    assert store.get_task(sent[0])["status"] == "unknown"
+
+
+def test_a_send_kafka_certainly_did_not_store_is_a_503_that_names_no_task(client, store, broker, monkeypatch):
+    sent = refuse(broker, monkeypatch, maybe_stored=False)
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "k-2"})
+    error = assert_error(response, 503, "Service Unavailable")
+    assert "taskId" not in error and "nothing was sent" in error["message"]
+    assert store.get_task(sent[0]) is None  # the key is free again
+
+
+def test_a_repeated_idempotency_key_on_sign_up_answers_the_same_task(client, store, broker):
+    first = client.post("/api/auth/sign-up", json=SIGN_UP, headers={"Idempotency-Key": "signup-1"})
+    second = client.post("/api/auth/sign-up", json=SIGN_UP, headers={"Idempotency-Key": "signup-1"})
+    assert first.status_code == second.status_code == 202
+    assert first.get_json() == second.get_json()
+    assert broker.queues["auth"].qsize() == 1
+
+
+def test_a_key_with_a_comma_which_two_headers_make_is_422(client, store, broker):
+    response = client.post("/api/payments/pay", json=PAYMENT, headers={"Idempotency-Key": "order-1, order-2"})
+    body = assert_error(response, 422, "Unprocessable Entity")
+    assert list(body["errors"]["headers"]) == ["Idempotency-Key"]
+    assert broker.queues["payments"].qsize() == 0
 
 
 def test_a_task_kafka_took_is_202_even_if_its_status_cannot_be_recorded(client, store, broker, monkeypatch):
@@ -538,6 +605,27 @@ def test_readyz_names_the_database_when_it_fails(client, store, monkeypatch):
     assert response.headers["Retry-After"] == "5"
     assert body["errors"]["kafka"] == "ok"
     assert body["errors"]["database"].startswith("unavailable")
+
+
+def test_readiness_logs_an_outage_once_in_one_line_not_a_traceback_per_probe(client, store, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="gateway.health")
+
+    def ping(self):
+        raise ConnectionError("no database")
+
+    # When probes find the database down, again and again, and then up
+    monkeypatch.setattr(Store, "ping", ping)
+    for _ in range(5):
+        assert client.get("/readyz").status_code == 503
+    monkeypatch.undo()
+    assert client.get("/readyz").status_code == 200
+    # Then the outage and the recovery are logged once each, with no traceback
+    lines = [r for r in caplog.records if r.name == "gateway.health"]
+    assert [r.getMessage() for r in lines] == [
+        "Readiness: database is unavailable: ConnectionError: no database",
+        "Readiness: database is available again.",
+    ]
+    assert all(r.exc_info is None for r in lines)
 
 
 # API documentation ------------------------------------------------------------------------------

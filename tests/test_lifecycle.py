@@ -41,7 +41,12 @@ def test_both_statuses_on_the_way_follow_the_same_statuses_so_one_write_serves_t
 def test_a_task_being_submitted_is_shown_as_queued_and_not_listed():
     assert shown("submitting") == "queued"
     assert shown(Status.DEAD) == "dead"
-    assert PUBLIC == ("queued", "running", "retrying", "succeeded", "failed", "dead")
+    assert PUBLIC == ("unknown", "queued", "running", "retrying", "succeeded", "failed", "dead")
+
+
+def test_a_task_whose_send_kafka_did_not_confirm_is_settled_by_its_worker_or_a_resend():
+    assert {Status.RUNNING, Status.SUCCEEDED, Status.SUBMITTING} <= ALLOWED[Status.UNKNOWN]
+    assert may_follow(Status.UNKNOWN, Status.SUBMITTING) and not may_follow(Status.UNKNOWN, Status.QUEUED)
 
 
 def test_a_status_equals_its_stored_value():

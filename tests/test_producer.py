@@ -26,14 +26,43 @@ class Delivered:
         return self._offset
 
 
-class Refused:
-    """What librdkafka hands a delivery callback as the error of a record it gave up on."""
-
-    def str(self) -> str:
-        return "Local: Message timed out"
-
-
 # Acknowledgements: pure logic --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, maybe",
+    [
+        (KafkaError._MSG_TIMED_OUT, True),  # sent, perhaps stored, not confirmed in time
+        (KafkaError.REQUEST_TIMED_OUT, True),
+        (KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, True),
+        (KafkaError._TRANSPORT, True),
+        (KafkaError.MSG_SIZE_TOO_LARGE, False),  # refused by the broker
+        (KafkaError.TOPIC_AUTHORIZATION_FAILED, False),
+        (KafkaError.NOT_ENOUGH_REPLICAS, False),
+        (KafkaError._QUEUE_FULL, False),  # never sent
+    ],
+)
+def test_a_refusal_tells_certainly_not_stored_from_maybe_stored(code, maybe):
+    acks = Acknowledgements(["t"])
+    acks.reporter(0)(KafkaError(code), None)
+    with pytest.raises(DeliveryFailed) as failed:
+        acks.wait(1)
+    assert failed.value.maybe_stored is maybe
+
+
+def test_a_batch_with_one_record_that_may_be_stored_may_be_stored():
+    acks = Acknowledgements(["t", "t"])
+    acks.reporter(0)(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+    acks.reporter(1)(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    with pytest.raises(DeliveryFailed) as failed:
+        acks.wait(1)
+    assert failed.value.maybe_stored
+
+
+def test_no_report_in_time_may_be_stored():
+    with pytest.raises(DeliveryFailed) as failed:
+        Acknowledgements(["t"]).wait(0.01)
+    assert failed.value.maybe_stored
 
 
 def test_acknowledgements_return_each_records_position_in_order():
@@ -48,7 +77,7 @@ def test_acknowledgements_return_each_records_position_in_order():
 def test_acknowledgements_raise_the_refusal_naming_its_topic():
     acks = Acknowledgements(["good", "bad"])
     acks.reporter(0)(None, Delivered(0, 1))
-    acks.reporter(1)(Refused(), None)
+    acks.reporter(1)(KafkaError(KafkaError._MSG_TIMED_OUT), None)
     with pytest.raises(DeliveryFailed, match="for bad: Local: Message timed out"):
         acks.wait(1)
 

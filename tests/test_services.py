@@ -59,3 +59,36 @@ def test_an_unknown_user_lookup_is_404(system):
     status, body, _ = call("GET", f"{system.base}/api/users/999999")
     assert status == 404
     assert body["code"] == 404
+
+
+def test_a_finished_task_logs_no_warning_that_its_result_was_discarded(system):
+    status, body, _ = call("POST", f"{system.base}/api/auth/sign-up", {"name": "Ada", "email": "ada@example.com"})
+    assert status == 202, body
+    system.wait_for(body["taskId"], "succeeded")
+    # The worker keeps the result in the database: Dramatiq's warning would be wrong, and came per task
+    assert "Worker process is ready" in system.log("auth")
+    assert "has been discarded" not in system.log("auth")
+
+
+def test_a_lookup_that_times_out_is_retried_with_one_line_and_no_traceback(kafka, tmp_path):
+    # Given the system with a short lookup timeout and no auth worker to answer
+    from tests.services import Services
+
+    with Services(
+        kafka, tmp_path, GET_USER_TIMEOUT_MS="300", PAYMENTS_MIN_BACKOFF_MS="100", PAYMENTS_MAX_BACKOFF_MS="200"
+    ) as services:
+        services.sign_up("Ada", "ada@example.com")
+        services.signal("auth", 15)
+        services.wait_gone("auth", timeout=30)
+        # When a payment waits for the user in vain, then it is retrying
+        status, body, _ = call("POST", f"{services.base}/api/payments/pay", {"userId": 1, "amount": "1.00"})
+        assert status == 202, body
+        task = services.wait_for(body["taskId"], "retrying")
+        assert "UserLookupTimedOut" in task["error"]
+        # And once the auth worker is back, it succeeds
+        services.launch("auth")
+        services.wait_for(body["taskId"], "succeeded")
+        log = services.log_text("payments")
+    # And the retries were logged in one line each, with no traceback
+    assert "Retrying message" in log
+    assert "Traceback" not in log and "UserLookupTimedOut" not in log.replace("Retrying", "")
