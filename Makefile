@@ -37,7 +37,7 @@ lint: setup
 # Faults, load and bad input on real processes and real Kafka; writes docs/reliability.md.
 # These tests are part of `make test` too, which writes no report.
 reliability: setup
-	$(BIN)/python -m pytest -m reliability --reliability-report docs/reliability.md $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -m reliability --reliability-report docs/reliability.md $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var/kafka

@@ -8,6 +8,7 @@ from flask_smorest import abort
 from marshmallow import Schema, fields
 
 from broker import KafkaBroker
+from tasks import migrations
 
 from . import errors
 from .extension import kafka_tasks
@@ -41,8 +42,9 @@ def healthz():
 @blp.response(200, ReadinessSchema)
 @errors.documented(blp, 503)
 def readyz():
-    """Tells whether Kafka answers metadata within 2 s and the database answers a query."""
-    checks = {"kafka": _check("kafka", _ping_kafka), "database": _check("database", lambda: kafka_tasks().store.ping())}
+    """Tells whether Kafka answers metadata within 2 s, and the database answers a query with the
+    schema the code needs."""
+    checks = {"kafka": _check("kafka", _ping_kafka), "database": _check("database", _ping_database)}
     failed = sorted(name for name, outcome in checks.items() if outcome != "ok")
     if failed:
         abort(
@@ -58,6 +60,19 @@ def _ping_kafka() -> None:
     broker = kafka_tasks().broker
     if isinstance(broker, KafkaBroker):  # other brokers (the StubBroker) have no cluster to ask
         broker.admin.list_topics(timeout=KAFKA_TIMEOUT_SECONDS)
+
+
+class SchemaBehind(Exception):
+    """The database's schema is older than the code's: ``release`` has not migrated it."""
+
+
+def _ping_database() -> None:
+    store = kafka_tasks().store
+    store.ping()
+    if not store.schema_is_current():
+        raise SchemaBehind(
+            f"schema revision {store.schema_revision()}, the code needs {migrations.head()}: run release"
+        )
 
 
 def _check(name: str, ping) -> str:

@@ -22,8 +22,13 @@ def release(config=None) -> int:
     built = build_system(config)
     broker, backend, store = built.broker, built.backend, built.store
     try:
-        store.create_schema()
-        print(f"database schema ready ({store.engine.url.render_as_string(hide_password=True)})", flush=True)
+        applied = store.migrate()
+        done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
+        print(
+            f"database schema at revision {store.schema_revision()}, {done} "
+            f"({store.engine.url.render_as_string(hide_password=True)})",
+            flush=True,
+        )
         if hasattr(broker, "ensure_topics"):
             created = broker.ensure_topics() + backend.ensure_topic()
             print(f"kafka topics ready ({len(created)} created)", flush=True)

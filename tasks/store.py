@@ -18,10 +18,12 @@ import threading
 from decimal import Decimal
 from pathlib import Path
 
+from alembic import command
 from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Index,
     Integer,
     Numeric,
     String,
@@ -29,6 +31,7 @@ from sqlalchemy import (
     and_,
     create_engine,
     event,
+    inspect,
     or_,
     text,
 )
@@ -36,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from . import migrations
 from .groupcommit import GroupCommit
 from .lifecycle import FINAL, Status, sources
 from .taskids import TaskIds
@@ -82,6 +86,8 @@ class Task(Base):
     """A task's status, looked up by id: never by scanning a topic."""
 
     __tablename__ = "tasks"
+    #: The latest tasks of a status (the dashboard's failures) without a scan.
+    __table_args__ = (Index("ix_tasks_status_updated_at", "status", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -249,8 +255,38 @@ class Store:
                 connection.execute(run[0][0], [parameters for _, parameters in run])
 
     def create_schema(self) -> None:
-        """Creates the tables that are missing.  Safe to run again (``release`` does)."""
-        Base.metadata.create_all(self.engine)
+        """Brings the schema up to the code's: :meth:`migrate`.  Safe to run again (``release`` does)."""
+        self.migrate()
+
+    def migrate(self) -> list[str]:
+        """Runs the migrations the database lacks (``tasks/migrations``), in one transaction.
+
+        A database that ``release`` made before migrations existed has the first revision's tables
+        and no ``alembic_version``: it is stamped with that revision first, and upgraded from there.
+
+        Returns:
+          The revisions applied.
+        """
+        before = self.schema_revision()
+        with self._writing() as connection:
+            config = migrations.config(connection)
+            stamped = before is None and inspect(connection).has_table("users")
+            if stamped:
+                command.stamp(config, migrations.FIRST)
+                before = migrations.FIRST
+            command.upgrade(config, "head")
+        return migrations.between(before, migrations.head())
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision, or ``None`` before any migration."""
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    def schema_is_current(self) -> bool:
+        """Tells whether the database's schema is the code's (no migration is pending)."""
+        return self.schema_revision() == migrations.head()
 
     def ping(self) -> None:
         """Raises if the database cannot be reached."""

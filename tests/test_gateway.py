@@ -607,6 +607,19 @@ def test_readyz_names_the_database_when_it_fails(client, store, monkeypatch):
     assert body["errors"]["database"].startswith("unavailable")
 
 
+def test_readyz_is_503_while_the_database_schema_is_behind_the_code(client, store):
+    # Given a database a release has not migrated yet
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("DROP INDEX ix_tasks_status_updated_at"))  # what 0002 adds
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    # Then the process is not ready, and says why
+    body = assert_error(client.get("/readyz"), 503, "Service Unavailable")
+    assert body["errors"]["database"] == "unavailable (SchemaBehind)"
+    # And once migrated, it is
+    store.migrate()
+    assert client.get("/readyz").status_code == 200
+
+
 def test_readiness_logs_an_outage_once_in_one_line_not_a_traceback_per_probe(client, store, monkeypatch, caplog):
     caplog.set_level("INFO", logger="gateway.health")
 

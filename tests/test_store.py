@@ -19,7 +19,7 @@ def store(request, tmp_path):
     else:
         store = Store(request.getfixturevalue("postgres_server"))
         with store.engine.begin() as connection:
-            for table in ("users", "payments", "tasks", "secrets"):
+            for table in ("users", "payments", "tasks", "secrets", "alembic_version"):
                 connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     store.create_schema()
     yield store
@@ -35,6 +35,58 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
 def test_create_schema_twice_is_harmless(store):
     store.create_schema()
     store.ping()
+
+
+# Migrations -------------------------------------------------------------------------------------
+
+
+def test_migrating_twice_applies_nothing_the_second_time(store):
+    assert store.migrate() == []
+    assert store.schema_is_current()
+
+
+def test_the_models_are_what_the_migrations_make(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tasks.store import Base
+
+    with store.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_a_database_made_before_migrations_is_upgraded_with_every_row(store):
+    from pathlib import Path
+
+    from tasks import migrations
+
+    # Given a database with the schema `release` made before migrations existed, and rows in it
+    with store.engine.begin() as connection:
+        for table in ("users", "payments", "tasks", "secrets", "alembic_version"):
+            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        schema = Path(__file__).parent / "data" / f"schema-before-migrations.{store.engine.dialect.name}.sql"
+        for statement in schema.read_text().split(";"):
+            lines = [line for line in statement.splitlines() if not line.startswith("--")]
+            if "".join(lines).strip():
+                connection.execute(text("\n".join(lines)))
+    user = store.create_user(name="Ada", email="ada@example.com", task_id="t-user")
+    payment, _ = store.record_payment(
+        idempotency_key="k-1", user_id=user["id"], amount=Decimal("4.20"), currency="EUR", task_id="t-pay"
+    )
+    store.set_status("t-pay", "process_payment", "succeeded", result={"ok": True})
+    secret = store.secret("task-ids")
+    assert store.schema_revision() is None
+    # When it is migrated, then it has the code's schema, and every row
+    assert store.migrate() == migrations.between(migrations.FIRST, migrations.head())
+    assert store.schema_is_current()
+    assert store.get_user(user["id"]) == user
+    assert store.payments() == [payment]
+    assert store.get_task("t-pay")["result"] == {"ok": True}
+    assert store.secret("task-ids") == secret
+    with store.engine.connect() as connection:
+        from sqlalchemy import inspect
+
+        assert "ix_tasks_status_updated_at" in {index["name"] for index in inspect(connection).get_indexes("tasks")}
 
 
 def test_a_redelivered_sign_up_returns_the_same_user(store):
