@@ -24,7 +24,7 @@ from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 
 from .clientlog import ClientLog
 from .consumer import DelayConsumer, KafkaConsumer
-from .deadletters import OVERSIZED_KEPT_BYTES, DeadLettered, DeadLetterInfo
+from .deadletters import OVERSIZED_KEPT_BYTES, REPLAYED_SUFFIX, DeadLettered, DeadLetterInfo
 from .delays import DEFAULT_TIER_DELAYS, DELAY_RETENTION_MS, DelayTiers
 from .followups import FOLLOW_UPS
 from .messages import BadMessage, check_options
@@ -281,6 +281,21 @@ class KafkaBroker(dramatiq.Broker):
                 self.replication_factor,
                 {"retention.ms": str(self.dead_letter_retention_ms)},
             ),
+            TopicSpec(
+                topic(xq_name(queue_name) + REPLAYED_SUFFIX),
+                1,
+                self.replication_factor,
+                {"cleanup.policy": "compact,delete", "retention.ms": str(self.dead_letter_retention_ms)},
+            ),
+        ]
+
+    def consumer_groups(self, queue_names=None) -> list[str]:
+        """The consumer groups of the declared queues (or of the given ones), unprefixed: a queue's
+        own, and its delay queue's."""
+        return [
+            group
+            for name in sorted(self.queues if queue_names is None else queue_names)
+            for group in (name, dq_name(name))
         ]
 
     def ensure_topics(self, queue_names=None) -> list[str]:

@@ -21,6 +21,9 @@ ORIGINAL_OFFSET = "x-dead-letter-original-offset"
 DEAD_LETTERED_AT = "x-dead-letter-at"
 ORIGINAL_SIZE = "x-dead-letter-original-size"
 
+#: The suffix of a queue's replay-marker topic, after its dead-letter topic's name (see broker.dlq).
+REPLAYED_SUFFIX = ".replayed"
+
 #: Exception messages are cut to this length so one dead letter cannot grow past Kafka's limits.
 MAX_TEXT = 4_000
 

@@ -35,9 +35,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from dramatiq.common import current_millis, q_name, xq_name
 
 from .clientlog import ClientLog
-from .deadletters import DeadLetterInfo
+from .deadletters import REPLAYED_SUFFIX, DeadLetterInfo
 from .producer import Record
-from .topics import TopicSpec, ensure_topics
+from .topics import ensure_topics
 
 #: How long reading a dead-letter topic to its end may take (s).
 READ_TIMEOUT = 30
@@ -48,9 +48,6 @@ RESET_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta")
 #: The option that marks a replayed message, with the time of its replay (ms): middleware that
 #: skips a redelivery of a task that already failed for good lets a replay through.
 REPLAYED_OPTION = "replayed_at"
-
-#: The suffix of a queue's replay-marker topic, after its dead-letter topic's name.
-REPLAYED_SUFFIX = ".replayed"
 
 
 class DeadLetterError(Exception):
@@ -367,19 +364,7 @@ def replay(broker, queue_name: str, ids=None, *, timeout: float = READ_TIMEOUT) 
     if replayed:
         topic = marker_topic(broker, queue_name)
         ensure_topics(
-            broker.admin,
-            [
-                TopicSpec(
-                    topic,
-                    1,
-                    broker.replication_factor,
-                    {
-                        "cleanup.policy": "compact,delete",
-                        "retention.ms": str(broker.dead_letter_retention_ms),
-                    },
-                )
-            ],
-            timeout=timeout,
+            broker.admin, [spec for spec in broker.topic_specs(queue_name) if spec.name == topic], timeout=timeout
         )
         broker.declare_queue(queue_name)
         for letter in replayed:

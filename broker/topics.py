@@ -27,10 +27,18 @@ ADMIN_TIMEOUT = 30
 
 
 class MissingTopics(Exception):
-    """Topics are missing and the cluster does not let this client create them."""
+    """Topics are missing and the cluster does not let this client create them.
 
-    def __init__(self, topics: list[str], reason: str) -> None:
+    Parameters:
+      topics(list[str]): Their full names.
+      reason(str): What the cluster said.
+      specs(list[TopicSpec]): What each should be, to create it by other means.
+    """
+
+    def __init__(self, topics: list[str], reason: str, specs: list[TopicSpec] | None = None) -> None:
         self.topics = topics
+        self.reason = reason
+        self.specs = specs or []
         super().__init__(
             f"missing Kafka topics: {', '.join(topics)} ({reason}); create them first, for example with "
             f"`heroku kafka:topics:create TOPIC` or your provider's console"
@@ -90,7 +98,7 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = A
         operation_timeout=remaining(),
         request_timeout=remaining(),
     )
-    created, refused = [], []
+    created, raced, refused = [], [], []
     for name, future in futures.items():
         try:
             future.result(remaining())
@@ -98,14 +106,16 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = A
         except KafkaException as e:
             error = e.args[0]
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                raced.append(name)  # another client made it a moment ago: it may have no leader yet
                 continue
             if error.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
                 raise
             # Refused by the cluster: not authorized (Heroku), a policy, an impossible setting.
             refused.append((name, error.str()))
     if refused:
-        raise MissingTopics(sorted(name for name, _ in refused), refused[0][1])
-    _await_leaders(admin, created + unready, deadline)
+        names = sorted(name for name, _ in refused)
+        raise MissingTopics(names, refused[0][1], [spec for spec in wanted if spec.name in names])
+    _await_leaders(admin, created + raced + unready, deadline)
     return created
 
 
@@ -122,3 +132,35 @@ def _await_leaders(admin: AdminClient, topics: list[str], deadline: float) -> No
 
 def _has_leaders(topic) -> bool:
     return topic.error is None and bool(topic.partitions) and all(p.leader >= 0 for p in topic.partitions.values())
+
+
+#: Heroku's bounds on a topic's retention (multi-tenant and standard plans): 6 hours to 2 weeks.
+HEROKU_RETENTION_MS = (6 * 3_600_000, 14 * 86_400_000)
+
+
+def creation_commands(specs: list[TopicSpec], groups: list[str], prefix: str = "") -> list[str]:
+    """The Heroku CLI commands that create the given topics and consumer groups, where clients may
+    not (multi-tenant plans).  Names are given without ``prefix``: the CLI adds the app's own.
+
+    A retention is rounded into Heroku's bounds (:data:`HEROKU_RETENTION_MS`): a results topic kept
+    10 minutes by the backend is kept at least 6 hours there, and its results still expire on time.
+    """
+    commands = []
+    for spec in specs:
+        name = spec.name[len(prefix) :] if prefix and spec.name.startswith(prefix) else spec.name
+        command = f"heroku kafka:topics:create {name} --partitions {spec.partitions}"
+        if "retention.ms" in spec.config:
+            low, high = HEROKU_RETENTION_MS
+            command += f" --retention-time {_duration(min(max(int(spec.config['retention.ms']), low), high))}"
+        if "compact" in spec.config.get("cleanup.policy", ""):
+            command += " --compaction"
+        commands.append(command)
+    commands += [f"heroku kafka:consumer-groups:create {group}" for group in groups]
+    return commands
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("days", 86_400_000), ("hours", 3_600_000), ("minutes", 60_000)):
+        if ms % size == 0:
+            return f"'{ms // size} {unit}'"
+    return f"'{ms} ms'"
