@@ -25,8 +25,17 @@ run: setup
 kafka: setup
 	$(BIN)/kafka-tasks kafka
 
-test: setup lint
+test: setup lint test-prerequisites
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# What the tests run besides Python and Kafka: a throwaway PostgreSQL (Debian's server binaries) and
+# headless Chromium with its driver.  Installed from Debian's packages when missing (as root).
+.PHONY: test-prerequisites
+test-prerequisites:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "Installing postgresql, chromium and chromium-driver from Debian's packages ..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium chromium-driver >/dev/null; \
+	fi
 
 # ruff, configured in pyproject.toml: lint, and the format every file keeps.
 .PHONY: lint

@@ -21,7 +21,8 @@ DEFAULTS = {
     "OPENAPI_URL_PREFIX": "/api",
     "OPENAPI_JSON_PATH": "openapi.json",
     "OPENAPI_SWAGGER_UI_PATH": "docs",
-    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    #: Served by the app itself (gateway.apidocs): the page works offline.
+    "OPENAPI_SWAGGER_UI_URL": "/api/docs/assets/",
 }
 
 
@@ -44,9 +45,10 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
     from tasks import app as tasks_app
     from tasks.config import Config
 
-    from . import auth, errors, health, payments, statuses, users
+    from . import apidocs, auth, errors, health, payments, statuses, users
     from .bodies import BoundedBody
     from .extension import KafkaTasks
+    from .parsing import AsciiInteger
 
     config = config or Config.from_env()
     if broker is None:
@@ -61,11 +63,13 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
     app.config.update(DEFAULTS)
     app.wsgi_app = BoundedBody(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
     app.extensions["kafka_tasks"] = KafkaTasks(config=config, broker=broker, store=store)
+    app.url_map.converters["int"] = AsciiInteger  # before any route is made
     api = Api(app)
     # After Api(), whose own HTTPException handler this replaces: errors come from one place.
     errors.register(app)
     for resource in (auth, payments, statuses, users, health):
         api.register_blueprint(resource.blp)
+    app.register_blueprint(apidocs.blp)  # not in the API's own document
     return app
 
 

@@ -17,13 +17,16 @@ sign_up_schema = SignUpSchema()
 
 
 @blp.route("/sign-up", methods=["POST"])
-@blp.arguments(sign_up_schema)
+@blp.arguments(sign_up_schema, example={"name": "Ada Lovelace", "email": "ada@example.com"})
 @blp.arguments(IdempotencyKeySchema(), location="headers", as_kwargs=True)
 @blp.response(202, TaskAcceptedSchema, headers=LOCATION_HEADER)
 @errors.documented(blp, 400, 409, 413, 415, 422, 503)
 def sign_up(sign_up: dict, idempotency_key: str | None = None):
-    """Signs a user up, once Kafka has stored the task; the task's status tells how it ended.  A
-    repeated ``Idempotency-Key`` answers with the same task."""
+    """Signs a user up.
+
+    Answers 202 once Kafka has stored the task; its status URL tells how it ended. A repeated
+    `Idempotency-Key` answers with the same task.
+    """
     tasks = kafka_tasks()
     submission = submit(
         tasks.actor("create_user"), sign_up_schema.dump(sign_up), store=tasks.store, idempotency_key=idempotency_key

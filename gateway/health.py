@@ -34,7 +34,10 @@ class ReadinessSchema(Schema):
 @blp.route("/healthz")
 @blp.response(200, HealthSchema)
 def healthz():
-    """Tells that the process answers.  Does no I/O."""
+    """Tells that the process answers.
+
+    Does no I/O.
+    """
     return {"status": "ok"}
 
 
@@ -42,8 +45,10 @@ def healthz():
 @blp.response(200, ReadinessSchema)
 @errors.documented(blp, 503)
 def readyz():
-    """Tells whether Kafka answers metadata within 2 s, and the database answers a query with the
-    schema the code needs."""
+    """Tells whether the process can serve.
+
+    Kafka must answer metadata within 2 s, and the database a query, with the schema the code needs.
+    """
     checks = {"kafka": _check("kafka", _ping_kafka), "database": _check("database", _ping_database)}
     failed = sorted(name for name, outcome in checks.items() if outcome != "ok")
     if failed:

@@ -13,6 +13,7 @@ import json
 import flask_smorest
 from marshmallow import Schema
 from webargs.flaskparser import FlaskParser
+from werkzeug.routing import IntegerConverter
 
 from tasks.schemas import KEY_CHARACTERS, idempotency_key_field
 
@@ -28,6 +29,13 @@ class Parser(FlaskParser):
         except (ValueError, RecursionError) as e:
             # With the body as the document: webargs reads an empty one as "no body".
             raise json.JSONDecodeError(f"{type(e).__name__}: {e}", req.get_data(as_text=True), 0) from None
+
+
+class AsciiInteger(IntegerConverter):
+    """Werkzeug's ``int`` converter, for the digits 0 to 9 only: its ``\\d`` also matches other
+    scripts' digits, so ``/api/users/\u0661`` was user 1."""
+
+    regex = r"[0-9]+"
 
 
 class Blueprint(flask_smorest.Blueprint):

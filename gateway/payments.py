@@ -18,12 +18,16 @@ payment_schema = PaymentSchema()
 
 
 @blp.route("/pay", methods=["POST"])
-@blp.arguments(payment_schema)
+@blp.arguments(payment_schema, example={"userId": 1, "amount": "42.00", "currency": "EUR"})
 @blp.arguments(IdempotencyKeySchema(), location="headers", as_kwargs=True)
 @blp.response(202, TaskAcceptedSchema, headers=LOCATION_HEADER)
 @errors.documented(blp, 400, 409, 413, 415, 422, 503)
 def pay(payment: dict, idempotency_key: str | None = None):
-    """Pays, once Kafka has stored the task.  A repeated ``Idempotency-Key`` answers with the same task."""
+    """Pays, for a user.
+
+    Answers 202 once Kafka has stored the task; its status URL tells how it ended. A repeated
+    `Idempotency-Key` answers with the same task, and charges nothing more.
+    """
     tasks = kafka_tasks()
     submission = submit(
         tasks.actor("process_payment"),

@@ -28,11 +28,20 @@ def accepted(task_id: str):
     return {"taskId": task_id, "statusUrl": url}, 202, {"Location": url}
 
 
-@blp.route("/<string:task_id>")
+@blp.route(
+    "/<string:task_id>",
+    parameters=[
+        {"in": "path", "name": "task_id", "example": "01a21beb-ea51-7492-b780-b18f6c1a96e3.f9s0rD8AhGEun1nX4Xe55L1vcec"}
+    ],
+)
 @blp.response(200, TaskStatusSchema)
 @errors.documented(blp, 404, 503)
 def get_task(task_id: str):
-    """Returns a task's status, and its result or error once it has finished."""
+    """Returns a task's status.
+
+    Its result or error come once it has finished; a task Kafka may have stored, though it did not
+    confirm it, is `unknown` until its worker or a request sent again with its key settles it.
+    """
     tasks = kafka_tasks()
     task = tasks.store.get_task(task_id)
     if task is None:

@@ -13,11 +13,14 @@ from .parsing import Blueprint
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users.")
 
 
-@blp.route("/<int:user_id>")
+@blp.route("/<int:user_id>", parameters=[{"in": "path", "name": "user_id", "example": 1}])
 @blp.response(200, UserSchema)
 @errors.documented(blp, 404, 503, 504)
 def get(user_id: int):
-    """Returns a user, as the auth service answers within ``USER_LOOKUP_TIMEOUT_MS``."""
+    """Returns a user.
+
+    As the auth service answers it, through Kafka, within `USER_LOOKUP_TIMEOUT_MS`.
+    """
     user = None
     if 1 <= user_id <= MAX_USER_ID:  # no other id is stored: no need to ask the auth service
         tasks = kafka_tasks()

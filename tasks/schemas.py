@@ -271,8 +271,15 @@ class PaymentSchema(Schema):
         as_string=True,
         allow_nan=False,
         validate=[_in_range, _at_most_two_decimals],
-        # Documented by hand: apispec would write a Decimal field's limits as strings.
-        metadata={"exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)},
+        # Documented by hand: it is a string (exact, never a float), of a pattern, within limits.
+        metadata={
+            "type": "string",
+            "format": "decimal",
+            "pattern": f"^{AMOUNT_PATTERN.pattern}$",
+            "example": "42.00",
+            "description": f"A decimal number, as a string: more than 0, at most {MAX_AMOUNT}, with at most "
+            "2 decimal places. A JSON number is accepted too.",
+        },
     )
     currency = fields.String(load_default="USD", validate=validate.OneOf(sorted(CURRENCIES)))
 

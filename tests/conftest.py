@@ -297,6 +297,63 @@ def stub_system(stub_config):
     built.store.engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's ``chromium`` and ``chromium-driver``), driven with Selenium, with
+    no network but loopback: a page that needs the internet fails here as it would offline."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail(
+            "Chromium is not installed: apt-get install chromium chromium-driver (make test does)", pytrace=False
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        # Every host but loopback unknown: no CDN, no network.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='kafka-tasks-chromium-')}")
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.fixture
+def served(stub_config):
+    """Serves an app on a loopback port in this process, for a browser: ``served(app) -> base URL``."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def serve(app) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--reliability-report",

@@ -101,13 +101,14 @@ def test_an_amount_with_spaces_or_digits_of_other_scripts_is_a_422_naming_it(gat
     assert list(error["errors"]["json"]) == ["amount"]
 
 
-def test_user_zero_is_404_without_asking_the_auth_service(gateway):
+@pytest.mark.parametrize("user_id", ["0", "%D9%A1", "%EF%BC%91"])  # 0, and 1 in Arabic-Indic and full-width digits
+def test_a_user_id_no_user_has_is_404_without_asking_the_auth_service(gateway, user_id):
     # Given no auth worker to answer
     gateway.signal("auth", signal.SIGTERM)
     gateway.wait_gone("auth", timeout=30)
     try:
         # Then a user id no user can have is 404, not a 504 after the lookup's timeout
-        status, error, _ = call("GET", f"{gateway.base}/api/users/0")
+        status, error, _ = call("GET", f"{gateway.base}/api/users/{user_id}")
         assert (status, error["code"]) == (404, 404), error
     finally:
         gateway.launch("auth")
