@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+from dramatiq.middleware import MiddlewareError
 
 from .clientlog import ClientLog
 from .consumer import DelayConsumer, KafkaConsumer
@@ -35,10 +36,11 @@ from .producer import (
     DeliveryFailed,
     DurableProducer,
     Record,
+    record_size,
 )
 from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
 from .results import result_routing, route_reply, store_failure
-from .settings import ConfigurationError, KafkaSettings, rdkafka_variable, refuse_owned
+from .settings import KafkaSettings, refuse_owned, require_earliest_reset
 from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -112,12 +114,11 @@ class KafkaBroker(dramatiq.Broker):
             raise ValueError(f"group_protocol must be 'classic' or 'consumer', not {group_protocol!r}")
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
         refuse_owned(self.settings, {**PRODUCER_OWNED_SETTINGS, **CONSUMER_OWNED_SETTINGS})
-        reset = self.settings.extra.get("auto.offset.reset", "earliest")
-        if reset.lower() not in ("earliest", "smallest", "beginning"):
-            raise ConfigurationError(
-                f"{rdkafka_variable('auto.offset.reset')} is {reset!r}: a queue's new consumer group must read "
-                "it from its start, or the tasks sent before its first worker started are never run"
-            )
+        require_earliest_reset(
+            self.settings,
+            "a queue's new consumer group must read it from its start, or the tasks sent before its first "
+            "worker started are never run",
+        )
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.retention_ms = retention_ms
@@ -128,11 +129,11 @@ class KafkaBroker(dramatiq.Broker):
         self.commit_interval_ms = commit_interval_ms
         self.extra_consumer_config = dict(consumer_config or {})
         self.max_message_bytes = max_message_bytes
-        #: The largest message this broker writes: what its consumers read, and Kafka takes, with
-        #: room for a dead letter's headers.
-        self._max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES)
+        #: The largest record this broker writes, key and headers included: what its consumers hand
+        #: out, and Kafka takes, with room for a dead letter's headers.
+        self.max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES)
         #: The largest message ``send`` takes: room for a retry's traceback besides.
-        self._max_sent_bytes = max(self._max_record_bytes - SENT_ROOM_BYTES, self._max_record_bytes * 3 // 4)
+        self._max_sent_bytes = max(self.max_record_bytes - SENT_ROOM_BYTES, self.max_record_bytes * 3 // 4)
         self._dead_letters: dict[str, deque] = defaultdict(lambda: deque(maxlen=MAX_REMEMBERED_DEAD_LETTERS))
         self._lock = threading.Lock()
         self._clients_pid: int | None = None
@@ -151,9 +152,21 @@ class KafkaBroker(dramatiq.Broker):
 
     def emit_before(self, signal: str, *args, **kwargs) -> None:
         """Dramatiq's, with a nacked message's span of follow-ups open (see :mod:`broker.followups`),
-        in which a failed message's result is stored, if results are kept in Kafka."""
+        in which a failed message's result is stored, if results are kept in Kafka.
+
+        A ``MiddlewareError`` raised before an ack or a nack is logged, and the ack or nack goes on:
+        Dramatiq's worker would give the message up unacked, which on Kafka holds back every commit
+        of its partition, and a prefetch slot, until the worker restarts.
+        """
         with _follow_ups_of(args, signal in _FOLLOWED_BEFORE):
-            super().emit_before(signal, *args, **kwargs)
+            try:
+                super().emit_before(signal, *args, **kwargs)
+            except MiddlewareError:
+                if signal not in _FINISHING:
+                    raise
+                logger.critical(
+                    "A middleware raised before the %s of message %s.", signal, args[0].message_id, exc_info=True
+                )
             if signal == "nack" and (results := result_routing(self)) is not None:
                 store_failure(self, args[0], results)
 
@@ -264,7 +277,8 @@ class KafkaBroker(dramatiq.Broker):
     # Topics -----------------------------------------------------------------------------------
 
     def topic_specs(self, queue_name: str) -> list[TopicSpec]:
-        """Returns the topics behind a queue: the queue, its delay tiers and its dead letters."""
+        """Returns the topics behind a queue: the queue, its delay tiers, its dead letters, and the
+        compacted topic that marks the dead letters replayed (see :mod:`broker.dlq`)."""
         main_config = {} if self.retention_ms is None else {"retention.ms": str(self.retention_ms)}
         topic = self.settings.topic
         return [
@@ -430,7 +444,7 @@ class KafkaBroker(dramatiq.Broker):
         """The largest a message may be sent: a new one leaves room for its retry's traceback, and
         one sent again (a retry, a delayed message moving to its queue) may use that room."""
         again = isinstance(message, MessageProxy) or "retries" in message.options
-        return self._max_record_bytes if again else self._max_sent_bytes
+        return self.max_record_bytes if again else self._max_sent_bytes
 
     def record_of(self, message: dramatiq.Message, *, limit: int | None = None) -> Record:
         """Returns the Kafka record of a message: its topic (a delay tier for delayed ones) and key.
@@ -449,7 +463,7 @@ class KafkaBroker(dramatiq.Broker):
             topic = self.settings.topic(self.tiers.for_delay(remaining).topic(message.queue_name))
         key = message.options.get(PARTITION_KEY)
         key = None if key is None else str(key).encode()
-        value = _encode(message, self._max_record_bytes if limit is None else limit)
+        value = _encode(message, self.max_record_bytes if limit is None else limit)
         if limit is not None and len(value) > limit:
             raise BadMessage(
                 f"message {message.message_id} is {len(value)} bytes; at most {limit} can be sent "
@@ -470,8 +484,8 @@ class KafkaBroker(dramatiq.Broker):
             exception, retries=message.options.get("retries", 0), topic=topic, partition=partition, offset=offset
         )
         queue_name = q_name(message.queue_name)
-        value = _encode(message, self._max_record_bytes)
-        if len(value) > self._max_record_bytes:
+        value = _encode(message, self.max_record_bytes)
+        if len(value) > self.max_record_bytes:
             # A message too large to send again (another producer wrote it): its start, as for an oversized record.
             info = dataclasses.replace(info, original_size=len(value))
             value = value[:OVERSIZED_KEPT_BYTES]
@@ -480,9 +494,11 @@ class KafkaBroker(dramatiq.Broker):
 
     def dead_letter_record(self, queue_name: str, record, reason: str) -> None:
         """Sends a record that is no valid message to the queue's dead-letter topic, as it is; of a
-        record over ``max_message_bytes``, only its first ``OVERSIZED_KEPT_BYTES``."""
-        value = record.value() or b""
-        cut = len(value) > max(self.max_message_bytes, OVERSIZED_KEPT_BYTES)
+        record too large to write again with the reason (over :attr:`max_record_bytes`), only the
+        first ``OVERSIZED_KEPT_BYTES`` of its value and key."""
+        value, key = record.value() or b"", record.key()
+        size = record_size(value, key, None)
+        cut = size > max(self.max_record_bytes, OVERSIZED_KEPT_BYTES)
         info = DeadLetterInfo(
             reason=reason,
             topic=record.topic(),
@@ -492,10 +508,9 @@ class KafkaBroker(dramatiq.Broker):
             original_size=len(value) if cut else None,
         )
         queue_name = q_name(queue_name)
-        kept = value[:OVERSIZED_KEPT_BYTES] if cut else value
-        self.producer.send(
-            Record(self.settings.topic(xq_name(queue_name)), kept, key=record.key(), headers=info.headers())
-        )
+        if cut:
+            value, key = value[:OVERSIZED_KEPT_BYTES], key and key[:OVERSIZED_KEPT_BYTES]
+        self.producer.send(Record(self.settings.topic(xq_name(queue_name)), value, key=key, headers=info.headers()))
         logger.error("Dead-lettered a record of %s: %s", record.topic(), reason)
         position = f"{record.topic()}/{record.partition()}/{record.offset()}"
         placeholder = dramatiq.Message(
@@ -638,6 +653,9 @@ class AfterActorFailed(Exception):
     """What a message that failed after its actor ran is dead-lettered with: which middleware
     failed, how, and what the actor had raised."""
 
+
+#: The hooks that finish a message: it must be acked or nacked whatever a middleware raises before.
+_FINISHING = frozenset({"ack", "nack"})
 
 #: The hooks around which a message's follow-ups are owed by it (see :mod:`broker.followups`).
 _FOLLOWED_BEFORE = frozenset({"nack"})

@@ -5,7 +5,8 @@ hundred milliseconds, for every client of a process: thousands of lines a minute
 else happened.  :class:`ClientLog` is a client's ``logger`` and ``error_cb``: its reports go to the
 ``broker.kafka`` logger, and a condition that repeats is logged when it starts, then at most once a
 ``window`` with how often it came.  :meth:`ClientLog.ok` (a send acknowledged, records fetched)
-logs, once, that the client works again.
+logs, once, that the client works again.  :class:`ConditionLog` does the same for anything else
+that fails for a while (a database).
 """
 
 from __future__ import annotations
@@ -43,39 +44,39 @@ class _Reporter:
         self._log.report(_LEVELS.get(level, level), f"log {facility}", f"{text} [{facility}]" if facility else text)
 
 
-class ClientLog:
-    """The ``logger`` and ``error_cb`` of one librdkafka client.
+class ConditionLog:
+    """Logs what goes wrong with one thing, each condition when it starts and then at most once a
+    ``window``, with how often it came; and, once, that the thing works again.
+
+    For conditions that repeat while they last (Kafka or a database down): a line per attempt would
+    bury what else happened.  :class:`ClientLog` is the one of a librdkafka client.
 
     Parameters:
-      client(str): What the client is, for the log lines (``"consumer of payments"``).
+      subject(str): What the lines are about (``"The database, as the web process sees it"``).
+      logger(logging.Logger): Where they go.
       window(float): How long a condition that repeats stays quiet, in seconds.
     """
 
-    def __init__(self, client: str, *, window: float = 60) -> None:
-        self.client = client
+    def __init__(self, subject: str, *, logger: logging.Logger = logger, window: float = 60) -> None:
+        self.subject = subject
+        self.logger = logger
         self.window = window
         self._lock = threading.Lock()
         #: condition -> (when it was last logged, repeats since)
         self._seen: dict[str, tuple[float, int]] = {}
 
-    def config(self) -> dict:
-        """The librdkafka settings that route this client's reports here."""
-        return {"logger": _Reporter(self), "error_cb": self.error}
-
-    def error(self, error: KafkaError) -> None:
-        """librdkafka's ``error_cb``: a client error (fatal ones are the client's owner's to handle)."""
-        level = logging.ERROR if error.fatal() else logging.WARNING
-        self.report(level, f"error {error.code()}", error.str())
-
-    def report(self, level: int, condition: str, text: str, *, now: float | None = None) -> bool:
+    def report(self, level: int, condition: str, text: str, *, now: float | None = None, exc_info=None) -> bool:
         """Logs a report, unless it is a warning or worse and the same condition was logged within
-        the window (debug and information reports, which librdkafka gives only when asked, all pass).
+        the window (debug and information reports all pass).
+
+        Parameters:
+          exc_info: An exception whose traceback the line carries, when it is logged.
 
         Returns:
           Whether it was logged.
         """
         if level < logging.WARNING:
-            logger.log(level, "Kafka %s: %s", self.client, text)
+            self.logger.log(level, "%s: %s", self.subject, text, exc_info=exc_info)
             return True
         now = time.monotonic() if now is None else now
         with self._lock:
@@ -85,11 +86,11 @@ class ClientLog:
                 return False
             self._seen[condition] = (now, 0)
         more = f" ({repeats} more like it in the last {self.window:.0f} s)" if repeats else ""
-        logger.log(level, "Kafka %s: %s%s", self.client, text, more)
+        self.logger.log(level, "%s: %s%s", self.subject, text, more, exc_info=exc_info)
         return True
 
     def ok(self) -> None:
-        """Says, once, that the client works again after reporting problems.  Cheap when there were none."""
+        """Says, once, that the thing works again after reporting problems.  Cheap when there were none."""
         if not self._seen:
             return
         with self._lock:
@@ -97,4 +98,26 @@ class ClientLog:
                 return
             problems = sum(1 + repeats for _, repeats in self._seen.values())
             self._seen.clear()
-        logger.info("Kafka %s works again (after %d problem reports).", self.client, problems)
+        self.logger.info("%s works again (after %d problem reports).", self.subject, problems)
+
+
+class ClientLog(ConditionLog):
+    """The ``logger`` and ``error_cb`` of one librdkafka client, to the ``broker.kafka`` logger.
+
+    Parameters:
+      client(str): What the client is, for the log lines (``"consumer of payments"``).
+      window(float): How long a condition that repeats stays quiet, in seconds.
+    """
+
+    def __init__(self, client: str, *, window: float = 60) -> None:
+        super().__init__(f"Kafka {client}", window=window)
+        self.client = client
+
+    def config(self) -> dict:
+        """The librdkafka settings that route this client's reports here."""
+        return {"logger": _Reporter(self), "error_cb": self.error}
+
+    def error(self, error: KafkaError) -> None:
+        """librdkafka's ``error_cb``: a client error (fatal ones are the client's owner's to handle)."""
+        level = logging.ERROR if error.fatal() else logging.WARNING
+        self.report(level, f"error {error.code()}", error.str())

@@ -295,7 +295,15 @@ class KafkaConsumer(dramatiq.Consumer):
 
     def _forward(self, record, forwarded: Record, epoch: int, what: str) -> None:
         """Writes ``forwarded`` for ``record``, and finishes the record once Kafka has it; if Kafka
-        refuses, the consumer restarts and reads the record again."""
+        refuses, the consumer restarts and reads the record again.  A record too large to be
+        written again (another producer's, with large headers or key) is dead-lettered instead:
+        refused for good, it would be read again forever."""
+        if forwarded.size > self.broker.max_record_bytes:
+            reason = (
+                f"oversized message: {forwarded.size} bytes > {self.broker.max_record_bytes} bytes, too large to {what}"
+            )
+            self._dead_letter_record(record, epoch, reason)
+            return
         key = (record.topic(), record.partition())
         future = self.broker.producer.send_async(forwarded)
 

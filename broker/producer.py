@@ -93,6 +93,19 @@ class Record:
     timestamp: int | None = None
     partition: int | None = None
 
+    @property
+    def size(self) -> int:
+        """Its bytes as Kafka counts them against a topic's limit, but for the batch's own overhead."""
+        return record_size(self.value, self.key, self.headers)
+
+
+def record_size(value: bytes | None, key: bytes | None, headers) -> int:
+    """The bytes of a record's value, key and headers (``(name, bytes)`` pairs)."""
+    size = len(value or b"") + len(key or b"")
+    for name, header in headers or ():
+        size += len(name.encode() if isinstance(name, str) else name) + len(header or b"")
+    return size
+
 
 def _not_acknowledged(topic: str, error) -> DeliveryFailed:
     maybe = error.code() not in NOT_STORED_ERRORS
@@ -355,4 +368,4 @@ class DurableProducer:
         self._client = None
 
 
-__all__ = ["Acknowledgements", "DeliveryFailed", "DurableProducer", "Record", "is_fatal"]
+__all__ = ["Acknowledgements", "DeliveryFailed", "DurableProducer", "Record", "is_fatal", "record_size"]

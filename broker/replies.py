@@ -118,6 +118,33 @@ class ReplyBook:
             return len(self._entries)
 
 
+#: What a reply listener sets itself, whatever the user's settings (``KafkaResultBackend`` refuses
+#: a ``KAFKA_RDKAFKA_*`` variable that sets one of them, rather than ignore it).
+LISTENER_OWNED_CONFIG = {
+    # Never used to join a group: partitions are assigned, and nothing is committed.
+    "group.id": "kafka-tasks-reply-listener",
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    # Only reached if a start offset is ever invalid: reading more beats missing a reply.
+    "auto.offset.reset": "earliest",
+}
+
+#: Why each is set: what the error that refuses it says (an ``auto.offset.reset`` of earliest is
+#: let through, as the broker lets it through).
+LISTENER_OWNED_SETTINGS = {
+    key: "a reply listener reads its partitions by assignment, from where its requests need, and commits nothing"
+    for key in LISTENER_OWNED_CONFIG
+    if key != "auto.offset.reset"
+}
+
+
+def listener_config(config: dict) -> dict:
+    """A reply listener's librdkafka settings: the cluster's ``config``, whose settings win over the
+    listener's defaults, but not over what it owns (:data:`LISTENER_OWNED_CONFIG`)."""
+    defaults = {"fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 0, "enable.partition.eof": False}
+    return {**defaults, **config, **LISTENER_OWNED_CONFIG}
+
+
 class ReplyListener:
     """A thread that reads result partitions into a :class:`ReplyBook`.
 
@@ -131,21 +158,7 @@ class ReplyListener:
         self.topic = topic
         self.book = book
         self._log = ClientLog("reply listener")
-        self._consumer = Consumer(
-            {
-                **config,
-                **self._log.config(),
-                # Never used to join a group: partitions are assigned, and nothing is committed.
-                "group.id": "kafka-tasks-reply-listener",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": False,
-                # Only reached if a start offset is ever invalid: reading more beats missing a reply.
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,
-                "fetch.queue.backoff.ms": 0,
-            }
-        )
+        self._consumer = Consumer({**listener_config(config), **self._log.config()})
         self._lock = threading.Condition()
         #: partition -> the earliest record timestamp (ms) this listener has read it from.
         self._watched_since: dict[int, int] = {}
@@ -213,10 +226,10 @@ class ReplyListener:
             records: list = []
             try:
                 poll_batch(self._consumer, 500, 0.05, records.extend)
-            except (KafkaException, RuntimeError):
+            except (KafkaException, RuntimeError) as e:
                 if self._closed:
                     return
-                logger.exception("The reply listener failed to poll; retrying.")
+                self._log.report(logging.ERROR, "poll", f"could not poll, retrying: {e}")
                 time.sleep(0.5)
                 continue
             now = int(time.time() * 1000)

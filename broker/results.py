@@ -38,8 +38,8 @@ from .clientlog import ClientLog
 from .followups import FOLLOW_UPS
 from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
 from .producer import DeliveryFailed, DurableProducer, Record
-from .replies import EXPIRES_HEADER, ReplyBook, ReplyListener
-from .settings import KafkaSettings, refuse_owned
+from .replies import EXPIRES_HEADER, LISTENER_OWNED_SETTINGS, ReplyBook, ReplyListener
+from .settings import KafkaSettings, refuse_owned, require_earliest_reset
 from .topics import TopicSpec, ensure_topics
 
 #: The message option that names the partition a result must be written to.
@@ -78,7 +78,8 @@ class KafkaResultBackend(ResultBackend):
     ) -> None:
         super().__init__(namespace=namespace, encoder=encoder)
         self.settings = settings or KafkaSettings.from_env(**settings_overrides)
-        refuse_owned(self.settings, PRODUCER_OWNED_SETTINGS)
+        refuse_owned(self.settings, {**PRODUCER_OWNED_SETTINGS, **LISTENER_OWNED_SETTINGS})
+        require_earliest_reset(self.settings, "a reply listener must read a partition from its start, or miss replies")
         self.topic = self.settings.topic(topic)
         self.partitions = partitions
         self.replication_factor = replication_factor

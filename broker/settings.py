@@ -324,6 +324,17 @@ def refuse_owned(settings: KafkaSettings, owned: Mapping[str, str]) -> None:
             )
 
 
+def require_earliest_reset(settings: KafkaSettings, why: str) -> None:
+    """Refuses an ``auto.offset.reset`` (``KAFKA_RDKAFKA_AUTO_OFFSET_RESET``) other than earliest.
+
+    Raises:
+      ConfigurationError: Naming the variable, and ``why``.
+    """
+    reset = settings.extra.get("auto.offset.reset", "earliest")
+    if str(reset).lower() not in ("earliest", "smallest", "beginning"):
+        raise ConfigurationError(f"{rdkafka_variable('auto.offset.reset')} is {reset!r}: {why}")
+
+
 def rdkafka_variable(key: str) -> str:
     """The ``KAFKA_RDKAFKA_*`` variable that sets a librdkafka key."""
     return _RDKAFKA_PREFIX + key.upper().replace(".", "_")

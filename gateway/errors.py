@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from werkzeug.http import HTTP_STATUS_CODES
 
 from broker import DeliveryFailed
-from broker.clientlog import ClientLog
+from broker.clientlog import ClientLog, ConditionLog
 from tasks.submit import KeyReused, OutcomeUnknown, SubmissionInProgress
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ _KAFKA_LOG = ClientLog("as the web process sees it")
 
 def _kafka_unavailable(error: Exception):
     _KAFKA_LOG.report(logging.WARNING, "unavailable", f"unavailable, answering 503: {error}")
+    if isinstance(error, DeliveryFailed) and error.maybe_stored:
+        # Outside a submission (a user lookup's request), whose 503 names the task it may have sent.
+        return unavailable("Kafka did not answer in time. Try again later.")
     return unavailable("Kafka is unavailable; nothing was sent. Try again later.")
 
 
@@ -91,8 +94,12 @@ def _outcome_unknown(error: OutcomeUnknown):
     return {**body, "taskId": error.task_id, "statusUrl": url}, code, {**headers, "Location": url}
 
 
+#: The database being unavailable, logged when it starts and once a minute while it lasts.
+_DATABASE_LOG = ConditionLog("The database, as the web process sees it", logger=logger)
+
+
 def _database_unavailable(error: OperationalError):
-    logger.warning("The database is unavailable: %s", error)
+    _DATABASE_LOG.report(logging.WARNING, "unavailable", f"unavailable, answering 503: {error.orig or error}")
     return unavailable("The database is unavailable; try again later.")
 
 

@@ -22,6 +22,7 @@ import re
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
+from broker.clientlog import ConditionLog
 from broker.dlq import REPLAYED_OPTION
 
 from .errors import PermanentFailure
@@ -80,6 +81,8 @@ class TaskStatus(dramatiq.Middleware):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: A database that fails for a while is logged when it starts, and once a minute, not per task.
+        self._log = ConditionLog("Task statuses", logger=logger)
         results_logger = logging.getLogger(RESULTS_LOGGER)
         if not any(isinstance(f, KeptResults) for f in results_logger.filters):
             results_logger.addFilter(KeptResults(_TRACKED.__contains__))
@@ -105,9 +108,16 @@ class TaskStatus(dramatiq.Middleware):
             self.store.set_status(
                 message.message_id, message.actor_name, status, created_at=_made_at(message), **fields
             )
-        except Exception:
+        except Exception as e:
             # A status is a courtesy to the caller; it must never fail the task itself.
-            logger.exception("Could not record status %r of task %s.", status, message.message_id)
+            self._log.report(
+                logging.ERROR,
+                f"write {type(e).__name__}",
+                f"could not record status {status!s} of task {message.message_id}: {type(e).__name__}: {e}",
+                exc_info=e,
+            )
+        else:
+            self._log.ok()
 
     def before_process_message(self, broker, message):
         if not self._tracked(broker, message):
@@ -122,8 +132,13 @@ class TaskStatus(dramatiq.Middleware):
         """Returns the task's status if it failed for good or died, else ``None``."""
         try:
             task = self.store.get_task(message.message_id)
-        except Exception:
-            logger.exception("Could not read the status of task %s; running it.", message.message_id)
+        except Exception as e:
+            self._log.report(
+                logging.ERROR,
+                f"read {type(e).__name__}",
+                f"could not read the status of task {message.message_id}, so it runs: {type(e).__name__}: {e}",
+                exc_info=e,
+            )
             return None
         return task["status"] if task is not None and task["status"] in SETTLED_FAILURES else None
 

@@ -252,3 +252,29 @@ def test_every_payments_thread_waiting_on_get_user_does_not_deadlock(store, brok
         auth.stop()
         payments.stop()
     assert len(store.payments()) == 8
+
+
+def test_a_database_that_refuses_statuses_is_logged_once_and_the_tasks_still_run(store, broker, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    from tasks.store import Store
+
+    def down(self, *args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    # Given a database that refuses every status write
+    monkeypatch.setattr(Store, "set_status", down)
+    # When users sign up
+    for i in range(5):
+        create_user.send({"name": f"U{i}", "email": f"u{i}@example.com"})
+    worker = run_workers(broker, "auth")
+    try:
+        broker.join("auth")
+    finally:
+        worker.stop()
+    # Then each is stored, and the refusal is logged once, with its traceback, not once per write
+    assert sorted(store.get_user(i)["name"] for i in range(1, 6)) == [f"U{i}" for i in range(5)]
+    lines = [r for r in caplog.records if r.name == "tasks.status" and r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].getMessage().startswith("Task statuses: could not record status running of task")
+    assert lines[0].exc_info is not None

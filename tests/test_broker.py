@@ -566,6 +566,93 @@ def test_a_large_failing_message_from_another_producer_is_dead_lettered_cut_to_f
     assert info.reason.startswith("ValueError: \u00e9")
 
 
+@pytest.mark.parametrize("signal", ["ack", "nack"])
+def test_a_middleware_error_before_an_ack_or_nack_holds_back_no_commit(kafka, queue_name, signal):
+    from dramatiq.middleware import MiddlewareError
+
+    class Refuses(dramatiq.Middleware):
+        def before_ack(self, broker, message):
+            if signal == "ack":
+                raise MiddlewareError("no ack")
+
+        def before_nack(self, broker, message):
+            if signal == "nack":
+                raise MiddlewareError("no nack")
+
+    # Given a middleware that raises a MiddlewareError before every ack (or nack), on one partition
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=1, commit_interval_ms=20)
+    broker.add_middleware(Refuses())
+
+    @dramatiq.actor(queue_name=queue_name, broker=broker, max_retries=0)
+    def task(fail):
+        if fail:
+            raise ValueError("fails")
+
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        for _ in range(3):
+            task.send(signal == "nack")
+        # Then each is finished all the same, and the partition is committed to its end
+        broker.join(queue_name, timeout=30_000, fail_fast=False)
+        assert committed(broker, queue_name, queue_name) == {0: 3}
+    finally:
+        worker.stop()
+        broker.close()
+
+
+def test_a_record_under_the_read_limit_but_too_large_to_write_again_is_dead_lettered_cut(
+    kafka, kafka_broker, worker, queue_name
+):
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def mark(name):
+        seen.append(name)
+
+    # Given, from another producer, an undecodable record under what a consumer reads but with no
+    # room left for a dead letter's headers, then a valid message behind it
+    kafka_broker.ensure_topics([queue_name])
+    size = DEFAULT_MAX_MESSAGE_BYTES - 200
+    assert kafka_broker.max_record_bytes < size < DEFAULT_MAX_MESSAGE_BYTES
+    producer = Producer({"bootstrap.servers": kafka, "message.max.bytes": 1_048_588})
+    producer.produce(queue_name, b"x" * size, partition=0)
+    producer.produce(queue_name, mark.message("behind").encode(), partition=0)
+    assert producer.flush(30) == 0
+    # Then the message behind it runs, and its dead letter keeps its start and its size
+    kafka_broker.join(queue_name, timeout=60_000, fail_fast=False)
+    assert seen == ["behind"]
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    info = DeadLetterInfo.from_headers(letter.headers())
+    assert info.original_size == size and len(letter.value()) < size
+    assert info.reason.startswith("undecodable message")
+
+
+def test_a_future_eta_with_headers_too_large_to_move_is_dead_lettered(kafka, kafka_broker, worker, queue_name):
+    from tests.test_consumer import set_max_message_bytes
+
+    seen = []
+
+    @dramatiq.actor(queue_name=queue_name, broker=kafka_broker)
+    def mark(name):
+        seen.append(name)
+
+    # Given a queue topic whose operator allows 2 MB records, and on it, from another producer, a
+    # small message due later with headers too large to move to its delay tier, then one due now
+    kafka_broker.ensure_topics([queue_name])
+    set_max_message_bytes(kafka_broker, queue_name, 2_000_000)
+    later = mark.message_with_options(args=("later",), eta=current_millis() + 60_000)
+    producer = Producer({"bootstrap.servers": kafka, "message.max.bytes": 2_000_000})
+    producer.produce(queue_name, later.encode(), partition=0, headers=[("big", b"h" * 1_500_000)])
+    producer.produce(queue_name, mark.message("behind").encode(), partition=0)
+    assert producer.flush(30) == 0
+    # Then the one behind runs, and the first is dead-lettered saying why
+    kafka_broker.join(queue_name, timeout=60_000, fail_fast=False)
+    assert seen == ["behind"]
+    [letter] = read_topic(kafka, f"{queue_name}.XQ", 1)
+    assert "too large to move to its delay tier" in DeadLetterInfo.from_headers(letter.headers()).reason
+
+
 def test_an_eta_in_the_future_goes_through_the_delay_tiers(kafka, kafka_broker, worker, queue_name):
     ran = []
 

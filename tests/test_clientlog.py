@@ -50,3 +50,14 @@ def test_debug_reports_asked_for_all_pass(log, caplog):
     for second in range(3):
         log.report(logging.DEBUG, "log FETCH", "fetching", now=second)
     assert len(records(caplog)) == 3
+
+
+def test_a_condition_log_of_anything_names_its_subject_and_keeps_a_traceback(caplog):
+    from broker.clientlog import ConditionLog
+
+    log = ConditionLog("The database", logger=logging.getLogger("test.database"), window=60)
+    error = ConnectionError("down")
+    log.report(logging.ERROR, "down", "could not connect", exc_info=error, now=0)
+    log.report(logging.ERROR, "down", "could not connect", exc_info=error, now=1)
+    [line] = [r for r in caplog.records if r.name == "test.database"]
+    assert line.getMessage() == "The database: could not connect" and line.exc_info[1] is error

@@ -191,9 +191,14 @@ def in_worker_thread(function, *args) -> None:
 
 def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None:
     """Makes Kafka refuse every record written to ``topic`` (too large), or accept them again."""
+    set_max_message_bytes(broker, topic, 16 if refuse else None)
+
+
+def set_max_message_bytes(broker: KafkaBroker, topic: str, limit: int | None) -> None:
+    """Sets a topic's ``max.message.bytes`` (``None``: back to the broker's default)."""
     entry = (
-        ConfigEntry("max.message.bytes", "16", incremental_operation=AlterConfigOpType.SET)
-        if refuse
+        ConfigEntry("max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET)
+        if limit is not None
         else ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE)
     )
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
@@ -203,7 +208,7 @@ def refuse_records(broker: KafkaBroker, topic: str, refuse: bool = True) -> None
     # The change is committed before the broker applies it: wait until it describes it.
     def applied() -> bool:
         [described] = broker.admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
-        return (described.result(10)["max.message.bytes"].value == "16") == refuse
+        return (described.result(10)["max.message.bytes"].value == str(limit)) == (limit is not None)
 
     eventually(applied, timeout=10, interval=0.05, what=f"the broker to apply max.message.bytes to {topic}")
 
@@ -284,11 +289,12 @@ def test_a_record_whose_dead_letter_kafka_refuses_restarts_the_consumer(kafka, o
     refuse_records(one_partition_broker, xq_name(queue_name), refuse=False)
     again = one_partition_broker.consume(queue_name, prefetch=2, timeout=50)
     try:
-        for _ in range(200):
+
+        def dead_lettered_and_committed():
             assert next(again) is None
-            if committed_offset(one_partition_broker, queue_name) == 1:
-                break
-        assert committed_offset(one_partition_broker, queue_name) == 1
+            return committed_offset(one_partition_broker, queue_name) == 1
+
+        eventually(dead_lettered_and_committed, interval=0, what="the record dead-lettered and its offset committed")
     finally:
         again.close()
 

@@ -641,6 +641,23 @@ def test_readiness_logs_an_outage_once_in_one_line_not_a_traceback_per_probe(cli
     assert all(r.exc_info is None for r in lines)
 
 
+def test_a_database_outage_is_logged_once_not_per_request(client, store, monkeypatch, caplog):
+    def down(self, *args, **kwargs):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("could not connect"))
+
+    # When requests find the database down, again and again
+    monkeypatch.setattr(Store, "get_task", down)
+    for _ in range(5):
+        response = client.get("/api/tasks/01a21beb-ea51-7492-b780-b18f6c1a96e3.f9s0rD8AhGEun1nX4Xe55L1vcec")
+        assert response.status_code == 503 and response.get_json()["message"].startswith("The database")
+    # Then the outage is logged once, in one line
+    lines = [r for r in caplog.records if r.name == "gateway.errors"]
+    assert [r.getMessage() for r in lines] == [
+        "The database, as the web process sees it: unavailable, answering 503: could not connect"
+    ]
+    assert lines[0].exc_info is None
+
+
 # API documentation ------------------------------------------------------------------------------
 
 

@@ -356,6 +356,30 @@ def test_the_result_backend_refuses_what_its_producer_owns():
         KafkaResultBackend(settings=KafkaSettings.from_env({"KAFKA_RDKAFKA_ACKS": "0"}))
 
 
+@pytest.mark.parametrize(
+    "name, value", [("GROUP_ID", "mine"), ("ENABLE_AUTO_COMMIT", "true"), ("AUTO_OFFSET_RESET", "latest")]
+)
+def test_the_result_backend_refuses_what_its_reply_listener_owns(name, value):
+    from broker import KafkaResultBackend
+
+    with pytest.raises(ConfigurationError, match=f"KAFKA_RDKAFKA_{name}"):
+        KafkaResultBackend(settings=KafkaSettings.from_env({f"KAFKA_RDKAFKA_{name}": value}))
+
+
+def test_a_reply_listener_setting_the_user_gives_wins():
+    from broker.replies import listener_config
+
+    settings = KafkaSettings.from_env(
+        {"KAFKA_RDKAFKA_FETCH_WAIT_MAX_MS": "20", "KAFKA_RDKAFKA_AUTO_OFFSET_RESET": "earliest"}
+    )
+    config = listener_config(settings.client_config())
+    assert (config["fetch.wait.max.ms"], config["group.id"], config["enable.auto.commit"]) == (
+        "20",
+        "kafka-tasks-reply-listener",
+        False,
+    )
+
+
 def test_the_owned_settings_stay_as_the_broker_needs_them():
     from broker import KafkaBroker
 
