@@ -18,9 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 # The whole system: a local Kafka (unless KAFKA_URL / KAFKA_BOOTSTRAP_SERVERS points elsewhere),
-# `kafka-tasks release`, then the Procfile's web, auth and payments processes under honcho.
+# `kafka-tasks release`, then the Procfile's web, auth and payments processes under honcho, every
+# part with the same environment (.env over the shell's).  See tasks/localrun.py.
 run: setup
-	scripts/run-local
+	$(BIN)/kafka-tasks run
 
 kafka: setup
 	$(BIN)/kafka-tasks kafka
@@ -48,8 +49,9 @@ lint: setup
 reliability: setup
 	$(BIN)/python -m pytest tests -m reliability --reliability-report docs/reliability.md $(PYTEST_ARGS)
 
+# Resets the demo: the local Kafka's data and the local database (the virtualenv stays).
 clean:
-	rm -rf $(VENV) var/kafka
+	rm -rf var/kafka var/kafka-tasks.db var/kafka-tasks.db-wal var/kafka-tasks.db-shm
 
 # The benchmark suite (docs/benchmarks.md and its plots): the Python extras, then redis-server,
 # rabbitmq-server and wrk from Debian's packages when missing (as root), then every scenario.

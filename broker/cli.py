@@ -74,6 +74,17 @@ def add_kafka_command(subparsers: argparse._SubParsersAction) -> None:
         "ca.pem (the CA of accepted client certificates), broker.pem and broker.key (PKCS#8)",
     )
     parser.add_argument("--ssl-port", type=int, metavar="PORT", help="the TLS port on 127.0.0.1 (default: --port + 1)")
+    parser.add_argument(
+        "--tenant-prefix",
+        metavar="PREFIX",
+        help="behave as a multi-tenant plan: the client certificate of --tenant-principal may use only topics "
+        "and groups that start with PREFIX, and create none (needs --ssl-dir; the plaintext port stays the admin's)",
+    )
+    parser.add_argument(
+        "--tenant-principal",
+        metavar="DN",
+        help="the tenant's client certificate subject, as Kafka names it (e.g. 'CN=my-app')",
+    )
     parser.set_defaults(func=_run_kafka)
 
 
@@ -95,7 +106,15 @@ def _run_kafka(args: argparse.Namespace) -> int:
         except devkafka.LocalKafkaError as e:
             print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
             return 1
-    return devkafka.run(port=args.port, data_dir=None if args.ephemeral else args.data_dir, tls=tls)
+    tenant = None
+    if (args.tenant_prefix is None) != (args.tenant_principal is None):
+        print("kafka-tasks kafka: error: --tenant-prefix and --tenant-principal go together", file=sys.stderr)
+        return 2
+    if args.tenant_prefix is not None:
+        from .tenancy import Tenant
+
+        tenant = Tenant(prefix=args.tenant_prefix, principal=args.tenant_principal)
+    return devkafka.run(port=args.port, data_dir=None if args.ephemeral else args.data_dir, tls=tls, tenant=tenant)
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction) -> None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .tenancy import Tenant
+
 #: The Apache Kafka release the project pins; keep it in step with ``data/kafka-pom.xml``.
 KAFKA_VERSION = "4.4.0"
 
@@ -114,12 +116,14 @@ class BrokerConfig:
       data_dir(Path): Where the broker keeps its log segments and metadata.
       tls(TLSListener|None): An SSL listener for clients, besides the plaintext one, which the
         controller and the broker itself keep using.
+      tenant(Tenant|None): Authorization as on a multi-tenant plan (see :mod:`broker.tenancy`).
     """
 
     port: int
     controller_port: int
     data_dir: Path
     tls: TLSListener | None = None
+    tenant: Tenant | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -134,6 +138,8 @@ class BrokerConfig:
             properties["advertised.listeners"] += f",{ssl}"
             properties["listener.security.protocol.map"] += ",SSL:SSL"
             properties.update(self.tls.properties())
+        if self.tenant is not None:
+            properties.update(self.tenant.broker_properties())
         return properties
 
     def _plaintext_properties(self) -> dict[str, str]:
@@ -309,15 +315,29 @@ class LocalKafka:
       port(int): The client port on 127.0.0.1 (9092 by default).
       data_dir(Path|None): The persistent data folder; ``None`` means a throwaway one.
       tls(TLSListener|None): An SSL listener requiring client certificates, besides plaintext.
+      tenant(Tenant|None): Authorization as on a multi-tenant plan: the tenant's certificate may
+        use only its prefix's topics and groups, and create none (it needs ``tls``).
     """
 
-    def __init__(self, *, port: int = 9092, data_dir: Path | None = None, tls: TLSListener | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 9092,
+        data_dir: Path | None = None,
+        tls: TLSListener | None = None,
+        tenant: Tenant | None = None,
+    ) -> None:
+        if tenant is not None and tls is None:
+            raise LocalKafkaError("a tenant is known by its client certificate: it needs a TLS listener (--ssl-dir)")
         self.port = port
         self.tls = tls
+        self.tenant = tenant
         self.ephemeral = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-tasks-")) if data_dir is None else Path(data_dir)
         self.log_file = self.data_dir / "server.log"
         self.process: subprocess.Popen | None = None
+        #: Where this run's lines start in the log.
+        self._log_offset = 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -336,7 +356,11 @@ class LocalKafka:
         classpath = kafka_classpath()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = BrokerConfig(
-            port=self.port, controller_port=free_port(), data_dir=self.data_dir.resolve(), tls=self.tls
+            port=self.port,
+            controller_port=free_port(),
+            data_dir=self.data_dir.resolve(),
+            tls=self.tls,
+            tenant=self.tenant,
         )
         properties = self.data_dir / "server.properties"
         properties.touch(mode=0o600)  # It may hold the broker's private key.
@@ -358,6 +382,7 @@ class LocalKafka:
         ]
         if not (config.data_dir / "logs" / "meta.properties").exists():
             self._format(jvm, properties)
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.data_dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
                 [*jvm, "kafka.Kafka", str(properties)],
@@ -367,6 +392,19 @@ class LocalKafka:
                 preexec_fn=_die_with_parent,
             )
         self._wait_until_ready()
+        if self.tenant is not None:
+            self._grant(self.tenant)
+
+    def _grant(self, tenant: Tenant) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})  # the plaintext listener: a super user
+        try:
+            tenant.grant(admin)
+        except KafkaException as e:
+            self.stop()
+            raise LocalKafkaError(f"could not grant the tenant's ACLs: {e.args[0].str()}") from None
 
     def _format(self, jvm: list[str], properties: Path) -> None:
         command = [
@@ -395,14 +433,24 @@ class LocalKafka:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise LocalKafkaError(f"the broker exited with status {self.process.returncode}; see {self.log_file}")
+                error = self.last_error()
+                raise LocalKafkaError(
+                    f"the broker exited with status {self.process.returncode}"
+                    + (f" ({error})" if error else "")
+                    + f"; see {self.log_file}"
+                )
             try:
                 if admin.list_topics(timeout=1).brokers:
                     return
             except Exception:  # KafkaException while the listener is not up yet
                 time.sleep(0.1)
         self.stop()
-        raise LocalKafkaError(f"the broker did not answer within {STARTUP_TIMEOUT}s; see {self.log_file}")
+        error = self.last_error()
+        raise LocalKafkaError(
+            f"the broker did not answer within {STARTUP_TIMEOUT}s"
+            + (f" ({error})" if error else "")
+            + f"; see {self.log_file}"
+        )
 
     def stop(self) -> None:
         """Stops the broker with SIGTERM, kills it if it hangs, and drops a throwaway data folder."""
@@ -417,12 +465,17 @@ class LocalKafka:
         if self.ephemeral:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def log_tail(self, lines: int = 40) -> str:
-        """Returns the last lines of the broker's log, for error reports."""
+    def last_error(self) -> str | None:
+        """The last ERROR or FATAL line the broker logged in this run (a persistent folder's log
+        also holds earlier runs'), cut to one short line; ``None`` if there is none."""
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_file, "rb") as log:
+                log.seek(self._log_offset)
+                lines = log.read().decode(errors="replace").splitlines()
         except OSError:
-            return f"(no broker log at {self.log_file})"
+            return None
+        errors = [line for line in lines if " ERROR " in line or " FATAL " in line]
+        return errors[-1].strip()[:300] if errors else None
 
 
 def uuid_to_kafka_id(value: uuid.UUID) -> str:
@@ -445,13 +498,17 @@ def new_cluster_id(uuids=uuid.uuid4) -> str:
             return cluster_id
 
 
-def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None) -> int:
+def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None, tenant: Tenant | None = None) -> int:
     """Runs the broker in the foreground until SIGINT or SIGTERM.
 
     Returns:
       int: The process exit status.
     """
-    kafka = LocalKafka(port=port, data_dir=data_dir, tls=tls)
+    try:
+        kafka = LocalKafka(port=port, data_dir=data_dir, tls=tls, tenant=tenant)
+    except LocalKafkaError as e:
+        print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
+        return 2
     stopping = False
 
     def request_stop(signum, frame):
@@ -464,12 +521,14 @@ def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None) -> 
     try:
         kafka.start()
     except LocalKafkaError as e:
-        if kafka.log_file.exists():
-            print(kafka.log_tail(), file=sys.stderr)
+        # One line, which names the log when the broker itself failed: the folder's log may be an
+        # earlier run's, which has nothing to do with this error.
         kafka.stop()
         print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
         return 1
     ssl = "" if tls is None else f", TLS with client certificates at 127.0.0.1:{tls.port}"
+    if tenant is not None:
+        ssl += f" (tenant {tenant.principal!r}: topics and groups under {tenant.prefix!r}, no creation)"
     print(
         f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers}{ssl} "
         f"(started in {time.monotonic() - started:.1f}s; data {kafka.data_dir}; log {kafka.log_file})",
@@ -479,7 +538,6 @@ def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None) -> 
         while not stopping and kafka.process.poll() is None:
             time.sleep(0.2)
         if kafka.process.poll() is not None and not stopping:
-            print(kafka.log_tail(), file=sys.stderr)
             print(
                 f"kafka-tasks kafka: error: the broker exited with status {kafka.process.returncode}", file=sys.stderr
             )

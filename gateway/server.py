@@ -5,6 +5,7 @@ request line or path over its limit, a malformed chunk.  It writes those answers
 (``gunicorn.util.write_error``).  :class:`JSONErrorsWorker` is gunicorn's thread worker with that
 writer replaced, in the worker process, by one that answers with the gateway's error shape,
 ``{"code", "status", "message"}`` (see :mod:`gateway.errors`).  The Procfile's ``web`` uses it.
+It also logs the address it listens on, which gunicorn's master leaves blank with ``--reuse-port``.
 """
 
 from __future__ import annotations
@@ -43,4 +44,7 @@ class JSONErrorsWorker(ThreadWorker):
     def init_process(self) -> None:
         # In the worker process only, before it serves: gunicorn's handle_error looks it up at each error.
         util.write_error = write_json_error
+        # With --reuse-port each worker binds its own socket, and gunicorn's master logs an empty
+        # "Listening at:": say where this one listens.
+        self.log.info("Listening at: %s (worker %s)", ",".join(str(s) for s in self.sockets), self.pid)
         super().init_process()

@@ -17,7 +17,19 @@ def build_parser() -> argparse.ArgumentParser:
     broker_cli.add_dlq_command(subparsers, default_module="tasks.app:setup_broker")
     release = subparsers.add_parser("release", help="create the database schema and the Kafka topics (idempotent)")
     release.set_defaults(func=_run_release)
+    run = subparsers.add_parser(
+        "run",
+        help="run the whole system here, as `make run` does: a local Kafka (unless KAFKA_URL or "
+        "KAFKA_BOOTSTRAP_SERVERS names one), release, then the Procfile's services; .env is read by every part",
+    )
+    run.set_defaults(func=_run_local)
     return parser
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    from .localrun import main
+
+    return main()
 
 
 def _run_release(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ import threading
 from decimal import Decimal
 from pathlib import Path
 
-from alembic import command
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -267,6 +266,8 @@ class Store:
         Returns:
           The revisions applied.
         """
+        from alembic import command  # only release migrates; importing it logs its plugins
+
         before = self.schema_revision()
         with self._writing() as connection:
             config = migrations.config(connection)

@@ -50,7 +50,7 @@ def launch_kafka(*args: str, env: dict | None = None) -> tuple[subprocess.Popen,
       The launcher process and the line it printed when ready.
 
     Raises:
-      RuntimeError: With the launcher's own error output (it includes the broker log's tail).
+      RuntimeError: With the launcher's own error output (one line, with the broker's last error).
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "tasks.cli", "kafka", *args],
@@ -89,7 +89,7 @@ def kafka():
 
     Uses ``KAFKA_BOOTSTRAP_SERVERS`` when it is set and answers; otherwise starts
     ``kafka-tasks kafka --ephemeral`` on a free port for the session.  If the broker cannot start,
-    every test that needs it fails with the tail of the broker log: none is skipped.
+    every test that needs it fails with the launcher's error: none is skipped.
     """
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if given and reachable(given):

@@ -21,7 +21,7 @@ from broker import PARTITION_KEY, KafkaBroker
 from tasks.store import Payment, Store, Task, User
 from tests.eventually import eventually
 from tests.processes import group_members
-from tests.system import ROOT, System, call, procfile
+from tests.system import System, call, procfile
 
 #: The queues of the reference system; each has a main and a delay (``.DQ``) consumer group.
 QUEUES = ("auth", "payments")
@@ -61,9 +61,9 @@ class Services(System):
         """Starts one Procfile process again (a platform restarting a dyno), appending to its log."""
         with open(self.logs / f"{name}.log", "a") as log:
             self.processes[name] = subprocess.Popen(
-                ["bash", "-c", f"exec {procfile()[name]}"],
-                cwd=ROOT,
-                env=self.env,
+                ["bash", "-c", f"exec {procfile(self.root)[name]}"],
+                cwd=self.root,
+                env={**self.env, "DYNO": f"{name}.1"},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -18,9 +18,10 @@ from tests.eventually import eventually
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile() -> dict[str, str]:
+def procfile(root: Path = ROOT) -> dict[str, str]:
+    """The Procfile's process types and their command lines, verbatim."""
     entries = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
+    for line in (root / "Procfile").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, command = line.split(":", 1)
             entries[name.strip()] = command.strip()
@@ -41,9 +42,19 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
 
 
 class System:
-    """The release, web, auth and payments processes of the Procfile, on their own topic prefix."""
+    """The release, web, auth and payments processes of the Procfile, on their own topic prefix.
 
-    def __init__(self, kafka: str, tmp_path: Path) -> None:
+    Each runs as a platform runs a dyno: its command line verbatim, in a process group of its own,
+    with ``DYNO`` set (``web.1``).
+
+    Parameters:
+      kafka(str): The bootstrap address of the Kafka the system uses.
+      tmp_path(Path): Where the database and the processes' logs go.
+      root(Path): The app's folder, where the Procfile is and the processes run.
+    """
+
+    def __init__(self, kafka: str, tmp_path: Path, *, root: Path = ROOT) -> None:
+        self.root = root
         self.port = devkafka.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.database_url = f"sqlite:///{tmp_path / 'system.db'}"
@@ -61,18 +72,31 @@ class System:
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self) -> None:
-        commands = procfile()
-        release = subprocess.run(
-            ["bash", "-c", commands["release"]], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+    def release(self) -> subprocess.CompletedProcess:
+        """Runs the Procfile's ``release`` line, as a platform does before new code serves."""
+        return subprocess.run(
+            ["bash", "-c", procfile(self.root)["release"]],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
+
+    def start(self) -> None:
+        release = self.release()
         assert release.returncode == 0, release.stdout + release.stderr
+        self.start_processes()
+
+    def start_processes(self) -> None:
+        """Starts the web, auth and payments processes and waits until the web one is ready."""
+        commands = procfile(self.root)
         for name in ("web", "auth", "payments"):
             with open(self.logs / f"{name}.log", "w") as log:
                 self.processes[name] = subprocess.Popen(
                     ["bash", "-c", f"exec {commands[name]}"],
-                    cwd=ROOT,
-                    env=self.env,
+                    cwd=self.root,
+                    env={**self.env, "DYNO": f"{name}.1"},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

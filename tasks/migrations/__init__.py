@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import functools
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-
 #: Where the migrations are, as Alembic names a package's folder.
 SCRIPT_LOCATION = "tasks:migrations"
 
@@ -19,8 +16,11 @@ SCRIPT_LOCATION = "tasks:migrations"
 FIRST = "0001"
 
 
-def config(connection=None) -> Config:
+def config(connection=None):
     """Alembic's configuration, running on ``connection`` (see ``env.py``)."""
+    # Imported here: importing Alembic logs the set-up of its plugins, which a worker never needs.
+    from alembic.config import Config
+
     result = Config()
     result.set_main_option("script_location", SCRIPT_LOCATION)
     result.attributes["connection"] = connection
@@ -28,7 +28,9 @@ def config(connection=None) -> Config:
 
 
 @functools.cache
-def _scripts() -> ScriptDirectory:
+def _scripts():
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config())
 
 
