@@ -246,25 +246,27 @@ class KafkaBroker(dramatiq.Broker):
                 self._admin = AdminClient({**self.settings.client_config(), **ClientLog("admin client").config()})
             return self._admin
 
-    def consumer_config(self, group: str, *, defaults: dict | None = None) -> dict:
+    def consumer_config(self, group: str, *, defaults: dict | None = None, protocol: str | None = None) -> dict:
         """Returns the librdkafka configuration of a consumer in the given (unprefixed) group.
 
         The user's settings (``KAFKA_RDKAFKA_*``, ``consumer_config``) win over these defaults, and
-        over the ``defaults`` of a kind of consumer; those the guarantees depend on are refused at
-        construction (``CONSUMER_OWNED_SETTINGS``).
+        over the ``defaults`` of a kind of consumer, which win over the broker's; those the
+        guarantees depend on are refused at construction (``CONSUMER_OWNED_SETTINGS``).
+
+        Parameters:
+          protocol(str|None): The group protocol, if not the broker's ``group_protocol``.
         """
-        defaults = {
-            **(defaults or {}),
+        generic = {
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "max.poll.interval.ms": 300_000,
             # Partitions added to a queue's topic are read within seconds, not librdkafka's 5 minutes.
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         }
-        if self.group_protocol == "consumer":
-            defaults["group.protocol"] = "consumer"
+        if (protocol or self.group_protocol) == "consumer":
+            generic["group.protocol"] = "consumer"
         else:
-            defaults.update(
+            generic.update(
                 {
                     "partition.assignment.strategy": "cooperative-sticky",
                     "session.timeout.ms": 10_000,
@@ -272,7 +274,7 @@ class KafkaBroker(dramatiq.Broker):
                 }
             )
         owned = {"group.id": self.settings.group(group), "enable.auto.commit": False}
-        return {**defaults, **self.settings.client_config(), **self.extra_consumer_config, **owned}
+        return {**generic, **(defaults or {}), **self.settings.client_config(), **self.extra_consumer_config, **owned}
 
     # Topics -----------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ def load_broker(spec: str):
     """Imports ``MODULE[:ATTRIBUTE]`` and returns its broker, as Dramatiq's CLI reads its argument.
 
     ``ATTRIBUTE`` names a broker, or a function that sets one up (it may return it, or make it
-    Dramatiq's global broker); without it, importing ``MODULE`` must set the global broker.
+    Dramatiq's global broker); without it, importing ``MODULE`` must set the global broker.  As with
+    Dramatiq's CLI, modules are found in the current directory too.
 
     Raises:
       ImportError: If the module cannot be imported or sets up no broker.
@@ -26,6 +27,9 @@ def load_broker(spec: str):
     import importlib
 
     import dramatiq
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
     module_name, _, attribute = spec.partition(":")
     module = importlib.import_module(module_name)
@@ -157,6 +161,88 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     worker.configure_logging(args.verbose)
     return worker.serve(args.module, args.queues, args.processes, args.threads, args.verbose)
+
+
+def add_clock_command(subparsers: argparse._SubParsersAction, *, default_module: str | None = None) -> None:
+    """Adds ``clock``: send each schedule's messages when due, one leader among any number of clocks.
+
+    Parameters:
+      default_module(str|None): The module that sets up the application's broker and declares its
+        schedules, used when none is given.
+    """
+    parser = subparsers.add_parser(
+        "clock",
+        help="send the messages of periodic tasks when they are due (run as many as you like: one leads)",
+        description="Send each schedule's messages when due. Any number may run: the one that owns the clock "
+        "topic's partition sends; another takes over within seconds when it dies. One SIGTERM stops it.",
+    )
+    parser.add_argument(
+        "module",
+        metavar="MODULE[:ATTRIBUTE]",
+        nargs="?" if default_module else None,
+        default=default_module,
+        help="the module that declares the actors and the broker or setup function in it (as for worker)"
+        + (f" (default: {default_module})" if default_module else ""),
+    )
+    parser.add_argument(
+        "--schedules",
+        default="schedules",
+        metavar="NAME",
+        help="the module's attribute that holds its schedules (default: schedules)",
+    )
+    parser.add_argument("--list", action="store_true", help="print each schedule with its next and last tick, and exit")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
+    parser.set_defaults(func=_run_clock)
+
+
+def _clock_of(spec: str, attribute: str):
+    import importlib
+
+    from .broker import KafkaBroker
+    from .clock import Clock
+    from .schedules import Schedule
+
+    broker = load_broker(spec)
+    if not isinstance(broker, KafkaBroker):
+        raise ImportError(f"{spec} set up no KafkaBroker (found {type(broker).__name__})")
+    module = importlib.import_module(spec.partition(":")[0])
+    schedules = getattr(module, attribute, None)
+    if schedules is None or not all(isinstance(s, Schedule) for s in schedules):
+        raise ImportError(f"module {module.__name__} has no schedules in {attribute!r} (a broker.schedules.Schedules)")
+    return Clock(broker, schedules)
+
+
+def _run_clock(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import signal
+    import threading
+
+    from . import worker
+
+    worker.configure_logging(args.verbose)
+    try:
+        clock = _clock_of(args.module, args.schedules)
+    except Exception as e:  # one line: a bad module, or a configuration error
+        print(f"kafka-tasks clock: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    try:
+        if args.list:
+            rows = [("SCHEDULE", "WHEN", "NEXT TICK (UTC)", "LAST TICK (UTC)")]
+            rows += clock.listing(dt.datetime.now(dt.UTC), clock.read_state())
+            widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            for row in rows:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+            return 0
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: stop.set())
+        clock.run(stop)
+        return 0
+    except Exception as e:
+        print(f"kafka-tasks clock: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        clock.broker.close()
 
 
 def add_dlq_command(subparsers: argparse._SubParsersAction, *, default_module: str | None = None) -> None:

@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from dataclasses import dataclass, field, replace
 
 import dramatiq
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from dramatiq.common import current_millis, q_name, xq_name
 
-from .clientlog import ClientLog
+from . import reading
 from .deadletters import REPLAYED_SUFFIX, DeadLetterInfo
 from .producer import Record
 from .topics import ensure_topics
@@ -254,71 +252,15 @@ def _read_dead_letters(broker, queue_name: str, timeout: float) -> tuple[list[De
 
 
 def read_to_end(broker, topic: str, *, timeout: float = READ_TIMEOUT) -> tuple[list, dict[int, int]]:
-    """Reads every record of a topic, from its start to its end as it was when the read began.
-
-    Returns:
-      The records, and the end offset of each partition.
+    """:func:`broker.reading.read_to_end` of a dead-letter topic.
 
     Raises:
       DeadLetterError: If the end is not reached within ``timeout`` seconds, saying where it stopped.
     """
-    consumer = Consumer(
-        {
-            **broker.settings.client_config(),
-            **ClientLog(f"reader of {topic}").config(),
-            # Never joined: partitions are assigned, and nothing is committed.
-            "group.id": broker.settings.group("kafka-tasks-dlq"),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
     try:
-        deadline = time.monotonic() + timeout
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        ends, assignment = {}, []
-        for partition in sorted(metadata.partitions):
-            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
-            ends[partition] = high
-            if high > low:
-                assignment.append(TopicPartition(topic, partition, low))
-        pending = {tp.partition: ends[tp.partition] for tp in assignment}
-        records = []
-        if assignment:
-            consumer.assign(assignment)
-        while pending:
-            if time.monotonic() > deadline:
-                where = ", ".join(f"partition {p} before offset {end}" for p, end in sorted(pending.items()))
-                raise DeadLetterError(f"reading {topic} did not reach its end within {timeout:.0f}s ({where})")
-            for record in consumer.consume(500, timeout=0.2):
-                if record.error() is not None or record.partition() not in pending:
-                    continue
-                if record.offset() < pending[record.partition()]:
-                    records.append(record)
-            # By position, not by the last record: compaction may have removed the last offsets.
-            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                if tp.offset >= pending[tp.partition]:
-                    del pending[tp.partition]
-        return records, ends
-    finally:
-        consumer.close()
-
-
-#: The errors of a topic that was created a moment ago and has no leader yet.
-_NO_LEADER_YET = (
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-)
-
-
-def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
-    while True:
-        try:
-            return consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()), cached=False)
-        except KafkaException as e:
-            if e.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        return reading.read_to_end(broker, topic, timeout=timeout, reader="kafka-tasks-dlq")
+    except reading.ReadIncomplete as e:
+        raise DeadLetterError(str(e)) from None
 
 
 def replay(broker, queue_name: str, ids=None, *, timeout: float = READ_TIMEOUT) -> ReplayResult:

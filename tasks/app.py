@@ -20,6 +20,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 from dramatiq.results import ResultBackend, Results
 
 from broker.lazy import Actors
+from broker.schedules import Schedules
 
 from .config import Config
 from .status import TaskStatus
@@ -31,8 +32,11 @@ RESULT_TTL_MS = 600_000
 #: The reference system's actors, bound by :func:`build_system`.
 actors = Actors()
 
+#: Its periodic tasks, sent by ``kafka-tasks clock tasks.app:setup_broker``.
+schedules = Schedules()
+
 #: The modules that declare them.
-ACTOR_MODULES = ("tasks.auth", "tasks.payments")
+ACTOR_MODULES = ("tasks.auth", "tasks.payments", "tasks.maintenance")
 
 
 @dataclass(frozen=True)

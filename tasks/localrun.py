@@ -28,7 +28,7 @@ from honcho.printer import Printer
 from broker import devkafka
 
 #: The Procfile's processes that ``make run`` runs, after ``release``.
-SERVICES = ("web", "auth", "payments")
+SERVICES = ("web", "auth", "payments", "clock")
 
 #: Where the local Kafka keeps its data across runs (``make clean`` removes it).
 KAFKA_DATA = Path("var/kafka")

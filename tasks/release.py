@@ -42,10 +42,14 @@ def _ensure_topics(broker, backend) -> int:
     """Creates the topics, or, where the cluster may not (Heroku's multi-tenant plans), prints the
     commands that create them and their consumer groups, and fails naming them."""
     from broker import MissingTopics
+    from broker.clock import CLOCK_GROUP, Clock
     from broker.topics import creation_commands
 
+    from .app import schedules
+
+    clock = Clock(broker, schedules)
     created, missing = [], []
-    for ensure in (broker.ensure_topics, backend.ensure_topic):
+    for ensure in (broker.ensure_topics, backend.ensure_topic, clock.ensure_topic):
         try:
             created += ensure()
         except MissingTopics as e:
@@ -59,7 +63,8 @@ def _ensure_topics(broker, backend) -> int:
         "groups, with:",
         flush=True,
     )
-    for command in creation_commands(specs, broker.consumer_groups(), prefix=broker.settings.prefix):
+    groups = [*broker.consumer_groups(), CLOCK_GROUP]
+    for command in creation_commands(specs, groups, prefix=broker.settings.prefix):
         print(f"  {command}", flush=True)
     names = ", ".join(sorted(spec.name for spec in specs))
     print(f"kafka-tasks release: error: missing Kafka topics: {names}", file=sys.stderr, flush=True)

@@ -461,6 +461,19 @@ class Store:
             )
         )
 
+    def forget_abandoned(self, *, before: dt.datetime) -> int:
+        """Forgets the reservations of ``Idempotency-Key`` requests whose send never completed
+        (``submitting`` since before ``before``): nothing reached Kafka, so nothing will run them.
+
+        Returns:
+          How many it forgot.
+        """
+        with self._writing() as connection:
+            forgotten = connection.execute(
+                _tasks.delete().where(_tasks.c.status == Status.SUBMITTING.value, _tasks.c.updated_at < before)
+            )
+        return forgotten.rowcount
+
     def forget_task(self, task_id: str) -> None:
         """Removes a task that never reached Kafka."""
         with self._writing() as connection:

@@ -89,9 +89,10 @@ class System:
         self.start_processes()
 
     def start_processes(self) -> None:
-        """Starts the web, auth and payments processes and waits until the web one is ready."""
+        """Starts every process of the Procfile but ``release`` (web, auth, payments, clock), and
+        waits until the web one is ready."""
         commands = procfile(self.root)
-        for name in ("web", "auth", "payments"):
+        for name in (name for name in commands if name != "release"):
             with open(self.logs / f"{name}.log", "w") as log:
                 self.processes[name] = subprocess.Popen(
                     ["bash", "-c", f"exec {commands[name]}"],

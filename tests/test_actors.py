@@ -278,3 +278,31 @@ def test_a_database_that_refuses_statuses_is_logged_once_and_the_tasks_still_run
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].getMessage().startswith("Task statuses: could not record status running of task")
     assert lines[0].exc_info is not None
+
+
+def test_reservations_abandoned_for_a_day_are_forgotten_and_no_other_task(store, broker):
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from tasks.maintenance import forget_abandoned_keys
+    from tasks.store import Task
+
+    # Given reservations left submitting two days and a minute ago, and an old task that ran
+    store.add_task(task_id="old", kind="create_user", idempotency_key="k-old", request_fingerprint="f")
+    store.add_task(task_id="new", kind="create_user", idempotency_key="k-new", request_fingerprint="f")
+    store.set_status("done", "create_user", "succeeded")
+    two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(Task).where(Task.id.in_(["old", "done"])).values(updated_at=two_days_ago))
+    # When the hourly job runs
+    forget_abandoned_keys.send()
+    worker = run_workers(broker, "maintenance")
+    try:
+        broker.join("maintenance")
+    finally:
+        worker.stop()
+    # Then only the reservation abandoned for over a day is gone
+    assert store.get_task("old") is None
+    assert store.get_task("new")["status"] == "submitting"
+    assert store.get_task("done")["status"] == "succeeded"

@@ -19,12 +19,13 @@ from tasks.config import Config
 PROBE = textwrap.dedent("""
     import json, os
     import dramatiq
-    import tasks.app, tasks.auth, tasks.payments, tasks.release, tasks.cli
+    import tasks.app, tasks.auth, tasks.payments, tasks.maintenance, tasks.release, tasks.cli
     import gateway, gateway.auth, gateway.payments, gateway.users, gateway.statuses, gateway.health
     print(json.dumps({
         "threads": len(os.listdir("/proc/self/task")),
         "broker": repr(dramatiq.broker.global_broker),
         "actors": sorted(tasks.app.actors._actors),
+        "schedules": [schedule.name for schedule in tasks.app.schedules],
     }))
 """)
 
@@ -50,7 +51,12 @@ def test_importing_the_reference_system_builds_nothing_connects_nowhere_and_read
     # Then the import succeeded with one thread, no broker and nothing read, and nobody connected
     assert out.returncode == 0, out.stderr
     held = json.loads(out.stdout)
-    assert held == {"threads": 1, "broker": "None", "actors": ["create_user", "get_user", "process_payment"]}
+    assert held == {
+        "threads": 1,
+        "broker": "None",
+        "actors": ["create_user", "forget_abandoned_keys", "get_user", "process_payment"],
+        "schedules": ["forget abandoned keys"],
+    }
     with pytest.raises(BlockingIOError):
         listener.accept()
     listener.close()
@@ -60,7 +66,7 @@ def test_the_system_binds_its_actors_with_the_configured_backoff(stub_config):
     built = build_system(stub_config)
     payment = built.broker.get_actor("process_payment")
     assert (payment.options["min_backoff"], payment.options["max_backoff"]) == (100, 300)
-    assert set(built.broker.actors) == {"create_user", "get_user", "process_payment"}
+    assert set(built.broker.actors) == {"create_user", "forget_abandoned_keys", "get_user", "process_payment"}
     assert built.actor(create_user) is built.broker.get_actor("create_user")
 
 

@@ -174,7 +174,7 @@ def test_a_dyno_runs_the_procfile_on_a_multi_tenant_kafka_over_tls(dyno, kafka_l
         assert second.returncode == 0, second.stdout + second.stderr
         assert {f"{PREFIX}auth", f"{PREFIX}payments.XQ", f"{PREFIX}dramatiq-results"} <= set(made)
 
-        # When the web, auth and payments dynos start, and a user signs up and pays
+        # When the web, auth, payments and clock dynos start, and a user signs up and pays
         system.start_processes()
         status, body, _ = call("POST", f"{system.base}/api/auth/sign-up", {"name": "Ada", "email": "ada@example.com"})
         assert status == 202, body
@@ -211,12 +211,13 @@ def test_a_dyno_runs_the_procfile_on_a_multi_tenant_kafka_over_tls(dyno, kafka_l
         assert errors == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
 
         # When the platform stops every dyno: SIGTERM to each process group, SIGKILL 30 s later
-        for name in ("web", "auth", "payments"):
+        for name in system.processes:
             os.killpg(system.processes[name].pid, signal.SIGTERM)
         # Then each drains and exits in time, cleanly
-        for name in ("web", "auth", "payments"):
+        for name in system.processes:
             assert system.processes[name].wait(30) == 0, system.log(name)
         assert "Worker process stopped." in system.log("payments")
+        assert "Clock stopped." in system.log("clock")
     finally:
         system.stop()
 
