@@ -138,6 +138,8 @@ class Clock:
         self.session_timeout_ms = session_timeout_ms
         self.grace = grace
         self.topic = broker.settings.topic(CLOCK_TOPIC)
+        #: Its consumer group, unprefixed.
+        self.group = CLOCK_GROUP
         #: The last record of each schedule, as the leader knows it.
         self.state: dict[str, TickRecord] = {}
         self._lock = threading.Lock()

@@ -37,7 +37,8 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
         ``Store(config.database_url)`` beside a broker handed in.
 
     Returns:
-      The Flask application, with its parts in ``app.extensions["kafka_tasks"]``.
+      The Flask application, set up by the library's Flask extension (``gateway.extension.tasks``),
+      with its parts in ``app.extensions["kafka_tasks"]``.
 
     Raises:
       ConfigurationError: If the environment's configuration is invalid.
@@ -47,7 +48,7 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
 
     from . import apidocs, auth, errors, health, payments, statuses, users
     from .bodies import BoundedBody
-    from .extension import KafkaTasks
+    from .extension import tasks
     from .parsing import AsciiInteger
 
     config = config or Config.from_env()
@@ -62,7 +63,8 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.wsgi_app = BoundedBody(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
-    app.extensions["kafka_tasks"] = KafkaTasks(config=config, broker=broker, store=store)
+    parts = tasks.init_app(app, broker=broker, store=store, status_endpoint="tasks.get_task")
+    parts.extras.update(config=config, readiness={})
     app.url_map.converters["int"] = AsciiInteger  # before any route is made
     api = Api(app)
     # After Api(), whose own HTTPException handler this replaces: errors come from one place.

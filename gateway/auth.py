@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from tasks.auth import create_user
 from tasks.schemas import SignUpSchema, TaskAcceptedSchema
-from tasks.submit import submit
 
 from . import errors
-from .extension import kafka_tasks
+from .extension import tasks
 from .parsing import Blueprint, IdempotencyKeySchema
-from .statuses import LOCATION_HEADER, accepted
+from .statuses import LOCATION_HEADER
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Sign-ups.")
 
@@ -27,8 +27,4 @@ def sign_up(sign_up: dict, idempotency_key: str | None = None):
     Answers 202 once Kafka has stored the task; its status URL tells how it ended. A repeated
     `Idempotency-Key` answers with the same task.
     """
-    tasks = kafka_tasks()
-    submission = submit(
-        tasks.actor("create_user"), sign_up_schema.dump(sign_up), store=tasks.store, idempotency_key=idempotency_key
-    )
-    return accepted(submission.task_id)
+    return tasks.enqueue(create_user, sign_up_schema.dump(sign_up), idempotency_key=idempotency_key)

@@ -20,8 +20,9 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from werkzeug.http import HTTP_STATUS_CODES
 
 from broker import DeliveryFailed
-from broker.clientlog import ClientLog, ConditionLog
-from tasks.submit import KeyReused, OutcomeUnknown, SubmissionInProgress
+from broker.clientlog import ConditionLog
+from broker.flask import KAFKA_LOG
+from broker.submit import KeyReused, OutcomeUnknown, SubmissionInProgress
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def _http_exception(error: HTTPException):
 
 
 #: Kafka being unavailable is one condition, logged when it starts and once a minute while it lasts,
-#: not once per request answered 503.
-_KAFKA_LOG = ClientLog("as the web process sees it")
+#: not once per request answered 503 (the extension's log, which its sends use too).
+_KAFKA_LOG = KAFKA_LOG
 
 
 def _kafka_unavailable(error: Exception):

@@ -1,43 +1,36 @@
-"""What the gateway talks to, kept in ``app.extensions["kafka_tasks"]``."""
+"""The gateway's use of the library's Flask extension (:mod:`broker.flask`): the one way, used by us first.
+
+The app's parts are in ``app.extensions["kafka_tasks"]`` (:class:`broker.flask.AppTasks`); the
+reference system's configuration and the readiness checks' last outcomes ride along in its
+``extras``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import dramatiq
 from dramatiq.results import ResultBackend, Results
 from flask import current_app
 
-from tasks.config import Config
-from tasks.store import Store
+from broker.flask import EXTENSION, AppTasks, KafkaTasks
+
+#: The extension; ``gateway.create_app`` sets it up for each app it makes.
+tasks = KafkaTasks()
 
 
-@dataclass(frozen=True)
-class KafkaTasks:
-    """The configuration, broker and store of one app.
-
-    Parameters:
-      config(Config): The reference system's configuration.
-      broker(Broker): The broker tasks are sent through; its Kafka clients are per process.
-      store(Store): The database statuses are read from.
-    """
-
-    config: Config
-    broker: dramatiq.Broker
-    store: Store
-    #: The last outcome of each readiness check of this process, so a change is logged once.
-    readiness: dict[str, str] = field(default_factory=dict, compare=False)
-
-    def actor(self, name: str) -> dramatiq.Actor:
-        """Returns the actor called ``name``, as declared on this app's broker."""
-        return self.broker.get_actor(name)
-
-    @property
-    def backend(self) -> ResultBackend:
-        """Where actors' results are read from: the backend of the broker's Results middleware."""
-        return next(m.backend for m in self.broker.middleware if isinstance(m, Results))
+def kafka_tasks() -> AppTasks:
+    """Returns the current app's parts: its broker and store."""
+    return current_app.extensions[EXTENSION]
 
 
-def kafka_tasks() -> KafkaTasks:
-    """Returns the current app's :class:`KafkaTasks`."""
-    return current_app.extensions["kafka_tasks"]
+def reference_config():
+    """Returns the reference system's configuration (``tasks.config.Config``) of the current app."""
+    return kafka_tasks().extras["config"]
+
+
+def readiness() -> dict[str, str]:
+    """The last outcome of each readiness check of this process, so a change is logged once."""
+    return kafka_tasks().extras["readiness"]
+
+
+def result_backend() -> ResultBackend:
+    """Where actors' results are read from: the backend of the broker's Results middleware."""
+    return next(m.backend for m in kafka_tasks().broker.middleware if isinstance(m, Results))

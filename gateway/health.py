@@ -11,7 +11,7 @@ from broker import KafkaBroker
 from tasks import migrations
 
 from . import errors
-from .extension import kafka_tasks
+from .extension import kafka_tasks, readiness
 from .parsing import Blueprint
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _check(name: str, ping) -> str:
         outcome, detail = "ok", None
     except Exception as e:
         outcome, detail = f"unavailable ({type(e).__name__})", f"{type(e).__name__}: {e}"
-    last = kafka_tasks().readiness
+    last = readiness()
     if last.get(name, "ok") != outcome:
         if detail is None:
             logger.info("Readiness: %s is available again.", name)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from tasks.payments import process_payment
 from tasks.schemas import PaymentSchema, TaskAcceptedSchema
-from tasks.submit import submit
 
 from . import errors
-from .extension import kafka_tasks
+from .extension import tasks
 from .parsing import Blueprint, IdempotencyKeySchema
-from .statuses import LOCATION_HEADER, accepted
+from .statuses import LOCATION_HEADER
 
 blp = Blueprint("payments", __name__, url_prefix="/api/payments", description="Payments.")
 
@@ -28,12 +28,7 @@ def pay(payment: dict, idempotency_key: str | None = None):
     Answers 202 once Kafka has stored the task; its status URL tells how it ended. A repeated
     `Idempotency-Key` answers with the same task, and charges nothing more.
     """
-    tasks = kafka_tasks()
-    submission = submit(
-        tasks.actor("process_payment"),
-        payment_schema.dump(payment),
-        idempotency_key,
-        store=tasks.store,
-        idempotency_key=idempotency_key,
+    # The key is also the task's argument: the payment is recorded once per key (see tasks.payments).
+    return tasks.enqueue(
+        process_payment, payment_schema.dump(payment), idempotency_key, idempotency_key=idempotency_key
     )
-    return accepted(submission.task_id)

@@ -6,26 +6,18 @@ id alone tells that it is ``queued`` (:mod:`tasks.taskids`).
 
 from __future__ import annotations
 
-from flask import url_for
 from flask_smorest import abort
 
-from tasks.lifecycle import Status, shown
 from tasks.schemas import TaskStatusSchema
 
 from . import errors
-from .extension import kafka_tasks
+from .extension import tasks
 from .parsing import Blueprint
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/tasks", description="Task statuses.")
 
 #: The OpenAPI description of the ``Location`` header of an accepted task.
 LOCATION_HEADER = {"Location": {"description": "The task's status URL.", "schema": {"type": "string"}}}
-
-
-def accepted(task_id: str):
-    """Returns the 202 answer for an accepted task, pointing at its status."""
-    url = url_for("tasks.get_task", task_id=task_id)
-    return {"taskId": task_id, "statusUrl": url}, 202, {"Location": url}
 
 
 @blp.route(
@@ -42,19 +34,7 @@ def get_task(task_id: str):
     Its result or error come once it has finished; a task Kafka may have stored, though it did not
     confirm it, is `unknown` until its worker or a request sent again with its key settles it.
     """
-    tasks = kafka_tasks()
-    task = tasks.store.get_task(task_id)
+    task = tasks.task_status(task_id)
     if task is None:
-        issued = tasks.store.task_ids.issued(task_id, tasks.broker.get_declared_actors())
-        if issued is None:
-            abort(404, message=f"No task {task_id}.")
-        return {
-            "taskId": task_id,
-            "kind": issued.kind,
-            "status": Status.QUEUED.value,
-            "result": None,
-            "error": None,
-            "createdAt": issued.created_at,
-            "updatedAt": issued.created_at,
-        }
-    return {**task, "status": shown(task["status"])}
+        abort(404, message=f"No task {task_id}.")
+    return task

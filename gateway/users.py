@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask_smorest import abort
 
+from tasks.auth import get_user
 from tasks.schemas import MAX_USER_ID, UserSchema
 
 from . import errors
-from .extension import kafka_tasks
+from .extension import reference_config, result_backend
 from .parsing import Blueprint
 
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users.")
@@ -23,12 +24,8 @@ def get(user_id: int):
     """
     user = None
     if 1 <= user_id <= MAX_USER_ID:  # no other id is stored: no need to ask the auth service
-        tasks = kafka_tasks()
-        user = (
-            tasks.actor("get_user")
-            .send(user_id)
-            .get_result(backend=tasks.backend, block=True, timeout=tasks.config.user_lookup_timeout_ms)
-        )
+        timeout = reference_config().user_lookup_timeout_ms
+        user = get_user.send(user_id).get_result(backend=result_backend(), block=True, timeout=timeout)
     if user is None:
         abort(404, message=f"No user {user_id}.")
     return user

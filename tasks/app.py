@@ -21,9 +21,9 @@ from dramatiq.results import ResultBackend, Results
 
 from broker.lazy import Actors
 from broker.schedules import Schedules
+from broker.status import TaskStatus
 
 from .config import Config
-from .status import TaskStatus
 from .store import Store
 
 #: How long a result is kept (ms): Dramatiq's default.

@@ -293,12 +293,12 @@ def database_url(url: str | None) -> str:
     """Returns the SQLAlchemy URL for a ``DATABASE_URL`` (Heroku's ``postgres://`` accepted), or SQLite's default."""
     if not url:
         return DEFAULT_DATABASE_URL
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    if not url.startswith(("sqlite:", "postgresql+")):
-        raise ConfigurationError("DATABASE_URL must be a postgres://, postgresql:// or sqlite:/// URL.")
-    return url
+    from broker.taskstore import sqlalchemy_url
+
+    try:
+        return sqlalchemy_url(url)
+    except ValueError:
+        raise ConfigurationError("DATABASE_URL must be a postgres://, postgresql:// or sqlite:/// URL.") from None
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:

@@ -7,9 +7,7 @@ reason a caller sees in the task's status and in the dead letter's headers.
 
 import dramatiq
 
-
-class PermanentFailure(Exception):
-    """A task that must not be retried."""
+from broker.status import PermanentFailure
 
 
 class InvalidPayload(PermanentFailure):

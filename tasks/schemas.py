@@ -13,8 +13,9 @@ from decimal import Decimal
 from dramatiq.middleware import CurrentMessage
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
+from broker.lifecycle import PUBLIC
+
 from .errors import InvalidPayload
-from .lifecycle import PUBLIC
 
 #: The largest payment accepted, in the payment's currency.
 MAX_AMOUNT = Decimal("1000000")

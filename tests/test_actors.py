@@ -8,9 +8,9 @@ import dramatiq
 import pytest
 
 from broker.dlq import REPLAYED_OPTION
+from broker.taskids import from_millis
 from tasks.auth import create_user, get_user
 from tasks.payments import process_payment
-from tasks.taskids import from_millis
 from tests.eventually import eventually
 
 
@@ -274,7 +274,7 @@ def test_a_database_that_refuses_statuses_is_logged_once_and_the_tasks_still_run
         worker.stop()
     # Then each is stored, and the refusal is logged once, with its traceback, not once per write
     assert sorted(store.get_user(i)["name"] for i in range(1, 6)) == [f"U{i}" for i in range(5)]
-    lines = [r for r in caplog.records if r.name == "tasks.status" and r.levelno >= logging.WARNING]
+    lines = [r for r in caplog.records if r.name == "broker.status" and r.levelno >= logging.WARNING]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].getMessage().startswith("Task statuses: could not record status running of task")
     assert lines[0].exc_info is not None

@@ -13,9 +13,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultTimeout
 
 from broker import DeliveryFailed
+from broker.submit import ABANDONED_AFTER
 from gateway import create_app
 from tasks.store import Store, Task
-from tasks.submit import ABANDONED_AFTER
 
 SIGN_UP = {"name": "Ada Lovelace", "email": "Ada@Example.com"}
 PAYMENT = {"userId": 1, "amount": "10.50", "currency": "EUR"}

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tasks.groupcommit import CommitInterrupted, GroupCommit
+from broker.groupcommit import CommitInterrupted, GroupCommit
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.lifecycle import ALLOWED, FINAL, PUBLIC, SETTLED_FAILURES, Status, may_follow, shown, sources
+from broker.lifecycle import ALLOWED, FINAL, PUBLIC, SETTLED_FAILURES, Status, may_follow, shown, sources
 
 
 def test_every_status_has_its_transitions_written_down():

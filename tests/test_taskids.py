@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tasks.taskids import TaskIds, uuid7
+from broker.taskids import TaskIds, uuid7
 
 KINDS = ("create_user", "process_payment")
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -18,19 +18,36 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from typing import Protocol
 
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
-from broker.clientlog import ConditionLog
-from broker.dlq import REPLAYED_OPTION
-
-from .errors import PermanentFailure
+from .clientlog import ConditionLog
+from .dlq import REPLAYED_OPTION
 from .lifecycle import SETTLED_FAILURES, Status
-from .store import Store
 from .taskids import from_millis
 
 logger = logging.getLogger(__name__)
+
+
+class PermanentFailure(Exception):
+    """A task that must not be retried: its failure is the answer, not an accident.  Actors list it
+    (or a subclass) in ``throws``, so Retries lets it fail at once; its status is ``failed``, and its
+    message is the reason a caller sees."""
+
+
+class StatusStore(Protocol):
+    """Where :class:`TaskStatus` keeps statuses: a small interface."""
+
+    def set_status(
+        self, task_id: str, kind: str, status: Status, *, result=None, error: str | None = None, created_at=None
+    ) -> None:
+        """Moves a task to a status where the lifecycle allows it (``broker.lifecycle.ALLOWED``)."""
+
+    def get_task(self, task_id: str) -> dict | None:
+        """Returns a task's row (at least its ``status``), or None."""
+
 
 #: The names of the actors whose status is tracked, over every broker of the process.
 _TRACKED: set[str] = set()
@@ -76,10 +93,10 @@ class TaskStatus(dramatiq.Middleware):
     """Records the status of tracked actors' messages in the store.
 
     Parameters:
-      store(Store): Where statuses are kept.
+      store(StatusStore): Where statuses are kept.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StatusStore) -> None:
         self.store = store
         #: A database that fails for a while is logged when it starts, and once a minute, not per task.
         self._log = ConditionLog("Task statuses", logger=logger)

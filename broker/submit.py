@@ -1,6 +1,6 @@
 """Submitting tasks: sent, and acknowledged by Kafka before anyone is told so.
 
-The gateway calls these.  A task's id is signed (:mod:`tasks.taskids`), so a task Kafka
+A web request calls :func:`submit`.  A task's id is signed (:mod:`broker.taskids`), so a task Kafka
 acknowledged is known as ``queued`` from its id alone, with no write, until its worker records
 its progress.  A task with an ``Idempotency-Key`` is recorded as ``submitting`` before it is sent,
 so that a repeated key finds it, and as ``queued`` once Kafka has it; if Kafka certainly did not
@@ -18,13 +18,15 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dramatiq
 
-from broker import DeliveryFailed
-
 from .lifecycle import Status
-from .store import Store
+from .producer import DeliveryFailed
+
+if TYPE_CHECKING:  # SQLAlchemy only where a store is made
+    from .taskstore import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +73,12 @@ class Submission:
     created: bool
 
 
-def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | None = None) -> Submission:
+def submit(actor: dramatiq.Actor, *args, store: TaskStore, idempotency_key: str | None = None) -> Submission:
     """Sends ``actor(*args)`` as a task with a signed id, once Kafka can take it.
 
     Parameters:
       actor(Actor): The actor, as declared on the broker to send through.
-      store(Store): Where the task's key is recorded, and whose key signs its id.
+      store(TaskStore): Where the task's key is recorded, and whose key signs its id.
 
     Raises:
       KeyReused: If this key was used before for a request with other arguments.
@@ -130,7 +132,7 @@ def submit(actor: dramatiq.Actor, *args, store: Store, idempotency_key: str | No
     return Submission(message.message_id, created=True)
 
 
-def _mark_unknown(store: Store, task_id: str, kind: str) -> None:
+def _mark_unknown(store: TaskStore, task_id: str, kind: str) -> None:
     try:
         store.mark_unknown(task_id, kind)
     except Exception:
