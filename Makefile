@@ -50,6 +50,11 @@ reliability: setup
 	$(BIN)/python -m pytest tests -m reliability --reliability-report docs/reliability.md $(PYTEST_ARGS)
 
 # Resets the demo: the local Kafka's data and the local database (the virtualenv stays).
+# The dashboard's screenshots in docs/ (tests/test_ops_browser.py, in headless Chromium).
+.PHONY: screenshots
+screenshots: setup test-prerequisites
+	$(BIN)/python -m pytest tests/test_ops_browser.py --screenshots docs $(PYTEST_ARGS)
+
 clean:
 	rm -rf var/kafka var/kafka-tasks.db var/kafka-tasks.db-wal var/kafka-tasks.db-shm
 

@@ -180,6 +180,14 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
             ok and kafka["median"] >= 5000,
             ok and f"{kafka['median']:,.0f} tasks/s",
         )
+        reporting = find(rows, "worker_throughput", threads, "KafkaBroker with ops reports", "throughput")
+        cost = same_run_ratio(reporting, kafka) if ok and reporting and reporting["status"] == "ok" else None
+        check(
+            f"… {threads}, with ops reports ≥ 98% of without (reporting costs ≤ 2%)",
+            cost,
+            cost is not None and cost >= 0.98,
+            f"{cost:.1%}" if cost is not None else "",
+        )
         for label, baseline, bound in (
             ("of StubBroker in the same run ≥ 60%", stub, 0.6),
             ("vs Dramatiq on Redis ≥ 1.0x", redis, 1.0),

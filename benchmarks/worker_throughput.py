@@ -28,14 +28,15 @@ TITLE = "1. Worker throughput (no-op actor, one worker process)"
 #: Threads per worker process.
 THREADS = (1, 8)
 
-#: The Dramatiq brokers, subject first.
-DRAMATIQ = ("kafka", "stub", "redis", "rabbitmq")
+#: The Dramatiq brokers, subject first; kafka-ops is the subject with its ops reports on.
+DRAMATIQ = ("kafka", "kafka-ops", "stub", "redis", "rabbitmq")
 
 #: Every system measured, in the report's order.
 SYSTEMS = (*DRAMATIQ, "celery", "celery-defaults", "raw")
 
 #: Display names of the systems that are no Dramatiq broker.
 OTHERS = {
+    "kafka-ops": "KafkaBroker with ops reports (OpsReporter)",
     "celery": "Celery 5 on Kafka (polling_interval 0.01 s)",
     "celery-defaults": "Celery 5 on Kafka (defaults)",
     "raw": "confluent-kafka Consumer (raw)",
@@ -55,6 +56,7 @@ def messages(ctx: Context, system: str, threads: int) -> int:
     """Messages per measurement: enough for 1-4 s of work each (Celery is ~100x slower)."""
     full = {
         "kafka": 20_000,
+        "kafka-ops": 20_000,
         "stub": 20_000,
         "redis": 5_000,
         "rabbitmq": 8_000,
@@ -86,7 +88,7 @@ def run(ctx: Context) -> list[dict]:
                     else:
                         value = measure_dramatiq(ctx, system, threads, messages(ctx, system, threads))
                 except Exception as e:  # A baseline that breaks is reported, not fatal.
-                    if system in ("kafka", "stub"):
+                    if system in ("kafka", "kafka-ops", "stub"):
                         raise
                     notes[key] = str(e) if isinstance(e, RuntimeError) else f"failed: {type(e).__name__}: {e}"
                     continue
@@ -113,13 +115,17 @@ def run(ctx: Context) -> list[dict]:
 def measure_dramatiq(ctx: Context, kind: str, threads: int, count: int) -> float:
     """Returns tasks/s of one in-process Dramatiq worker on a fresh queue."""
     broker = make_broker(
-        kind,
+        "kafka" if kind == "kafka-ops" else kind,
         bootstrap_servers=ctx.bootstrap_servers,
         prefix=ctx.prefix(),
         redis_url=ctx.urls.get("redis"),
         rabbitmq_url=ctx.urls.get("rabbitmq"),
         confirm_delivery=False,
     )
+    if kind == "kafka-ops":
+        from broker.ops.reporter import OpsReporter
+
+        broker.add_middleware(OpsReporter())
     probe = Probe()
 
     def noop(n):

@@ -16,8 +16,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from numbers import Real
 
 import dramatiq
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
@@ -39,6 +39,7 @@ from .producer import (
     record_size,
 )
 from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
+from .reading import group_offsets
 from .results import result_routing, route_reply, store_failure
 from .settings import KafkaSettings, refuse_owned, require_earliest_reset
 from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
@@ -139,10 +140,14 @@ class KafkaBroker(dramatiq.Broker):
         self._clients_pid: int | None = None
         self._producer: DurableProducer | None = None
         self._admin: AdminClient | None = None
+        #: group -> (lock, consumer) that reads the group's committed offsets (see committed()).
+        self._offset_readers: dict[str, tuple] = {}
         self._ensured: set[str] = set()
         #: Declared queue names (a dict, as Dramatiq's get_declared_queues reads its keys).  Set
         #: before Dramatiq's __init__, whose add_middleware reads it.
         self.queues: dict[str, None] = {}
+        #: Queues whose consumers hand nothing out (paused by an operator, see broker.ops.control).
+        self.paused_queues: frozenset[str] = frozenset()
         super().__init__(middleware=middleware)
 
     def __repr__(self) -> str:
@@ -224,6 +229,7 @@ class KafkaBroker(dramatiq.Broker):
             self._clients_pid = os.getpid()
             self._producer = None
             self._admin = None
+            self._offset_readers = {}
             self._ensured = set()
 
     @property
@@ -245,6 +251,30 @@ class KafkaBroker(dramatiq.Broker):
             if self._admin is None:
                 self._admin = AdminClient({**self.settings.client_config(), **ClientLog("admin client").config()})
             return self._admin
+
+    def committed(
+        self, group: str, partitions: list[TopicPartition], *, timeout: float = 30
+    ) -> dict[tuple[str, int], int]:
+        """The offsets a consumer group (its full name) committed in the given partitions (-1: none).
+
+        Asked through a consumer of that group that never joins it, one per group in this process.
+
+        Raises:
+          KafkaException: If the cluster cannot answer.
+        """
+        with self._lock:
+            self._check_pid()
+            reader = self._offset_readers.get(group)
+            if reader is None:
+                config = {**self.settings.client_config(), **ClientLog(f"offset reader of {group}").config()}
+                reader = self._offset_readers[group] = (
+                    threading.Lock(),
+                    Consumer({**config, "group.id": group, "enable.auto.commit": False}),
+                )
+        lock, consumer = reader
+        with lock:  # a consumer is not for two threads at once
+            found = consumer.committed(partitions, timeout=timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
 
     def consumer_config(self, group: str, *, defaults: dict | None = None, protocol: str | None = None) -> dict:
         """Returns the librdkafka configuration of a consumer in the given (unprefixed) group.
@@ -539,6 +569,23 @@ class KafkaBroker(dramatiq.Broker):
         """
         return [message for letters in self._dead_letters.values() for message, _ in letters]
 
+    # Pausing -----------------------------------------------------------------------------------
+
+    def is_paused(self, queue_name: str) -> bool:
+        """Whether a queue's consumers in this process hand nothing out."""
+        return queue_name in self.paused_queues
+
+    def set_paused(self, queue_names) -> None:
+        """Sets the queues this process's consumers pause: they stop fetching and hand nothing
+        out, while the messages they handed out finish; the others go on (see broker.ops.control)."""
+        paused = frozenset(queue_names)
+        if paused != self.paused_queues:
+            for name in sorted(paused - self.paused_queues):
+                logger.warning("Queue %s is paused: its consumers in this process hand nothing out.", name)
+            for name in sorted(self.paused_queues - paused):
+                logger.warning("Queue %s is resumed.", name)
+            self.paused_queues = paused
+
     # Test helpers, with the StubBroker's meaning -----------------------------------------------
 
     def _partitions(self, topics: list[str]) -> list[TopicPartition]:
@@ -547,32 +594,7 @@ class KafkaBroker(dramatiq.Broker):
 
     def _is_drained(self, group: str, topics: list[str]) -> bool:
         """Tells whether a group has committed everything up to the end of the topics."""
-        partitions = self._partitions(topics)
-        if not partitions:
-            return True
-        admin = self.admin
-        # Committed offsets first, then the ends: a message moving on (a hop to another tier, or
-        # a due one going to the queue) is written before its old offset is committed, so it
-        # shows either as uncommitted or within the ends, never as neither.
-        request = [ConsumerGroupTopicPartitions(self.settings.group(group), partitions)]
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for future in admin.list_consumer_group_offsets(request).values()
-            for tp in future.result(30).topic_partitions
-        }
-        ends = {
-            tp: f.result(30).offset
-            for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}).items()
-        }
-        starts = {
-            tp: f.result(30).offset
-            for tp, f in admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}).items()
-        }
-        for tp, end in ends.items():
-            start = starts[tp]
-            if max(committed.get((tp.topic, tp.partition), -1), start) < end:
-                return False
-        return True
+        return all(p.behind == 0 for p in group_offsets(self, self.settings.group(group), topics))
 
     def _all_drained(self, groups) -> bool:
         try:
@@ -647,8 +669,13 @@ class KafkaBroker(dramatiq.Broker):
         with self._lock:
             producer, self._producer = self._producer, None
             self._admin = None
-        if producer is not None and self._clients_pid == os.getpid():
-            producer.close()
+            readers, self._offset_readers = self._offset_readers, {}
+        if self._clients_pid == os.getpid():
+            for lock, reader in readers.values():
+                with lock:
+                    reader.close()
+            if producer is not None:
+                producer.close()
 
 
 class AfterActorFailed(Exception):

@@ -245,6 +245,59 @@ def _run_clock(args: argparse.Namespace) -> int:
         clock.broker.close()
 
 
+def add_status_command(subparsers: argparse._SubParsersAction, *, default_module: str | None = None) -> None:
+    """Adds ``status``: the queues (waiting, delayed, dead letters) and the live workers, as /ops shows them."""
+    parser = subparsers.add_parser(
+        "status",
+        help="print the queues (waiting, delayed, dead letters) and the live workers",
+        description="The picture /ops shows, in the terminal: read from Kafka (offsets and the workers' reports).",
+    )
+    parser.add_argument(
+        "module",
+        metavar="MODULE[:ATTRIBUTE]",
+        nargs="?" if default_module else None,
+        default=default_module,
+        help="the module that sets up the broker (as for worker)"
+        + (f" (default: {default_module})" if default_module else ""),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    parser.add_argument(
+        "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="print again every SECONDS (2)"
+    )
+    parser.set_defaults(func=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .ops.text import render
+    from .ops.view import OpsView
+
+    view = None
+    try:
+        broker = _dlq_broker(args.module)
+        view = OpsView(broker)
+        while True:
+            snapshot = view.snapshot()
+            if args.json:
+                print(json.dumps(snapshot, indent=2), flush=True)
+            else:
+                print(("\x1b[H\x1b[2J" if args.watch else "") + render(snapshot), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:  # one clear line, and a non-zero exit
+        print(f"kafka-tasks status: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if view is not None:
+            view.close()
+            view.broker.close()
+
+
 def add_dlq_command(subparsers: argparse._SubParsersAction, *, default_module: str | None = None) -> None:
     """Adds ``dlq list`` and ``dlq replay``: a queue's dead letters, and sending them back.
 

@@ -50,6 +50,9 @@ FIRST_FETCH_WAIT_MS = 100
 #: The most records taken from the client in one poll.
 MAX_BATCH = 500
 
+#: How often a consumer measures the lag of its partitions (s), for the ops reports.
+LAG_INTERVAL = 2.0
+
 
 class KafkaMessageProxy(MessageProxy):
     """A message handed to Dramatiq, with where it came from in Kafka."""
@@ -92,6 +95,10 @@ class KafkaConsumer(dramatiq.Consumer):
         self._paused: set[tuple[str, int]] = set()
         self._last_commit = self._last_poll = time.monotonic()
         self._slot_freed = threading.Event()
+        #: Messages behind the end of each owned partition, measured every LAG_INTERVAL (a new
+        #: dict each time: other threads read it as it is).
+        self.lag: dict[tuple[str, int], int] = {}
+        self._lag_measured = 0.0
         #: Why this consumer must be replaced (set from any thread); see :meth:`_restart`.
         self._broken: str | None = None
         #: The thread that calls ``__next__``: Dramatiq's consumer thread.
@@ -208,7 +215,16 @@ class KafkaConsumer(dramatiq.Consumer):
             if self._broken is not None:
                 raise ConnectionClosed(self._broken)
             self._commit_if_due()
+            self._measure_lag_if_due()
             self._before_poll()
+            if self.broker.is_paused(self.queue_name):
+                # Paused by an operator: hand nothing out, and fetch nothing, but keep polling
+                # (rebalances and max.poll.interval.ms need it); running messages finish.
+                self._apply_backpressure(False)
+                self._poll_paused(deadline)
+                if time.monotonic() >= deadline:
+                    return None
+                continue
             while self._buffer and self.tracker.in_flight < self.prefetch:
                 if self._broken is not None:
                     raise ConnectionClosed(self._broken)  # a message handed out now would run twice
@@ -239,6 +255,56 @@ class KafkaConsumer(dramatiq.Consumer):
             self._last_poll = time.monotonic()
             if time.monotonic() >= deadline and not (self._buffer and self.tracker.in_flight < self.prefetch):
                 return None
+
+    def _poll_paused(self, deadline: float) -> None:
+        try:
+            poll_batch(
+                self._consumer,
+                1,
+                self._poll_ms(deadline) / 1000,
+                lambda records: self._buffer.extend(self._valid(records)),
+            )
+        except KafkaException as e:
+            raise ConnectionClosed(e) from None
+        self._last_poll = time.monotonic()
+
+    def _measure_lag_if_due(self) -> None:
+        if time.monotonic() - self._lag_measured < LAG_INTERVAL:
+            return
+        self._lag_measured = time.monotonic()
+        try:
+            self.lag = self._measure_lag()
+        except KafkaException as e:
+            logger.debug("Could not measure the lag of %s: %s", self.queue_name, e)
+
+    def _measure_lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind each owned partition's end: from the last finished message (or, with
+        none finished, the fetch position less what waits in the buffer) to the end offset.  That
+        is the one librdkafka last fetched, with no request, unless partitions are paused (then
+        nothing is fetched, and the end is asked for)."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return {}
+        cached = not (self._paused or self.broker.is_paused(self.queue_name))
+        finished = self.tracker.positions()
+        fetched = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assignment)}
+        buffered: dict[tuple[str, int], int] = {}
+        for record in self._buffer:
+            key = (record.topic(), record.partition())
+            buffered[key] = buffered.get(key, 0) + 1
+        lag = {}
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=cached)
+            done = finished.get(key)
+            if done is None and fetched.get(key, -1) >= 0:
+                done = fetched[key] - buffered.get(key, 0)
+            if done is None:  # nothing fetched yet (paused from the start): from the committed offset
+                [committed] = self._consumer.committed([tp], timeout=1)
+                done = committed.offset if committed.offset >= 0 else low
+            if high >= 0 and done >= 0:
+                lag[key] = max(0, high - done)
+        return lag
 
     def _poll_ms(self, deadline: float) -> float:
         return max(0.0, min(deadline - time.monotonic(), self.broker.commit_interval_ms / 1000)) * 1000
@@ -421,6 +487,9 @@ class DelayConsumer(KafkaConsumer):
         for key in keys:
             self._held.pop(key, None)
         super()._forget(keys)
+
+    def _measure_lag(self) -> dict[tuple[str, int], int]:
+        return {}  # delayed messages wait by design; the ops pages read their tiers from Kafka
 
     def _poll_ms(self, deadline: float) -> float:
         wait_ms = super()._poll_ms(deadline)

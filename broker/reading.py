@@ -3,14 +3,17 @@
 The dead-letter CLI, the clock and the operations pages read topics whole (or from a time on)
 without joining a consumer group: partitions are assigned, nothing is committed, and the read stops
 at each partition's end offset as it was when it began, so records written meanwhile do not keep it
-going.
+going.  :func:`group_offsets` reads where a consumer group stands (``join`` and the lag the
+operations pages show).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from .clientlog import ClientLog
 
@@ -108,3 +111,64 @@ def watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple
             if e.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """Where a consumer group stands in one partition.
+
+    Parameters:
+      topic(str), partition(int): The partition.
+      start(int), end(int): Its first offset kept, and the offset its next record will have.
+      committed(int): The group's committed offset (-1: none).
+    """
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    committed: int
+
+    @property
+    def behind(self) -> int:
+        """Records the group has not committed past: its lag."""
+        return max(0, self.end - max(self.committed, self.start))
+
+    @property
+    def held(self) -> int:
+        """Records the partition keeps."""
+        return max(0, self.end - self.start)
+
+
+def group_offsets(
+    broker, group: str | None, topics: list[str], timeout: float = READ_TIMEOUT
+) -> list[PartitionOffsets]:
+    """Reads where a consumer group (its full name; ``None`` for none) stands in every partition of
+    the topics that exist.
+
+    Committed offsets are read first, then the ends: a record moving on (a delay hop, a due message
+    going to its queue) is written before its old offset is committed, so it shows as uncommitted
+    or within the ends, never as neither.  They are read with a consumer of the group that never
+    joins it (:meth:`KafkaBroker.committed`), not the admin client, whose offset-fetch error path
+    crashes librdkafka 2.16 (it refreshes a consumer group the admin client does not have).
+
+    Raises:
+      KafkaException: If the cluster cannot answer.
+    """
+    admin = broker.admin
+    metadata = admin.list_topics(timeout=timeout).topics
+    partitions = [TopicPartition(t, p) for t in topics if t in metadata for p in sorted(metadata[t].partitions)]
+    if not partitions:
+        return []
+    committed = {} if group is None else broker.committed(group, partitions, timeout=timeout)
+    ends = _offsets(admin, partitions, OffsetSpec.latest(), timeout)
+    starts = _offsets(admin, partitions, OffsetSpec.earliest(), timeout)
+    return [
+        PartitionOffsets(tp.topic, tp.partition, starts[tp], ends[tp], committed.get((tp.topic, tp.partition), -1))
+        for tp in partitions
+    ]
+
+
+def _offsets(admin, partitions: list[TopicPartition], spec, timeout: float) -> dict[TopicPartition, int]:
+    asked = admin.list_offsets({tp: spec for tp in partitions})
+    return {tp: future.result(timeout).offset for tp, future in asked.items()}

@@ -15,7 +15,8 @@ from .topics import MissingTopics, creation_commands
 
 
 def release_topics(broker, *, backend=None, clock=None, command: str = "kafka-tasks release") -> int:
-    """Ensures the topics of the broker's queues, of the result backend and of the clock, if given.
+    """Ensures the topics of the broker's queues, of the operations plane (its ops and control
+    topics), of the result backend and of the clock, if given.
 
     Parameters:
       broker(KafkaBroker): Its declared queues' topics, and their consumer groups.
@@ -26,7 +27,15 @@ def release_topics(broker, *, backend=None, clock=None, command: str = "kafka-ta
     Returns:
       The exit status: 0 once every topic exists, 1 if some are missing and may not be created.
     """
-    ensurers = [broker.ensure_topics]
+    from .ops.control import Control
+    from .ops.reporter import ops_topic_spec
+    from .topics import ensure_topics
+
+    ensurers = [
+        broker.ensure_topics,
+        lambda: ensure_topics(broker.admin, [ops_topic_spec(broker)]),
+        Control(broker).ensure_topic,
+    ]
     groups = list(broker.consumer_groups())
     if backend is not None:
         ensurers.append(backend.ensure_topic)

@@ -404,6 +404,17 @@ class TaskStore:
             row = connection.execute(_tasks.select().where(_tasks.c.id == task_id)).first()
             return None if row is None else _task_dict(row)
 
+    def latest(self, statuses, limit: int = 20) -> list[dict]:
+        """The tasks last moved to one of ``statuses``, newest first (the dashboard's failures)."""
+        query = (
+            _tasks.select()
+            .where(_tasks.c.status.in_([str(status) for status in statuses]))
+            .order_by(_tasks.c.updated_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [_task_dict(row) for row in connection.execute(query)]
+
     def _insert(self, table):
         """An INSERT that can say ``ON CONFLICT``, in the engine's dialect."""
         try:

@@ -72,6 +72,15 @@ def create_app(config=None, *, broker=None, store=None) -> Flask:
     for resource in (auth, payments, statuses, users, health):
         api.register_blueprint(resource.blp)
     app.register_blueprint(apidocs.blp)  # not in the API's own document
+    if hasattr(broker, "admin"):  # the ops pages read Kafka: not on the StubBroker
+        from broker.ops.view import OpsView
+        from broker.ops.web import init_ops
+
+        init_ops(
+            app,
+            lambda: OpsView(broker, store=store, schedules=tasks_app.schedules),
+            password=config.ops_password,
+        )
     return app
 
 

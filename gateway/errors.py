@@ -128,8 +128,14 @@ def _unexpected(error: Exception):
 
 
 def _require_json() -> None:
-    """Refuses a body that is not JSON, before webargs would read it as missing (a misleading 422)."""
-    if request.routing_exception is None and request.method in BODY_METHODS and not request.is_json:
+    """Refuses an API request whose body is not JSON, before webargs would read it as missing (a
+    misleading 422).  The ops pages post HTML forms."""
+    if (
+        request.routing_exception is None
+        and request.path.startswith("/api/")
+        and request.method in BODY_METHODS
+        and not request.is_json
+    ):
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
 
 

@@ -8,7 +8,7 @@ from tasks.auth import get_user
 from tasks.schemas import MAX_USER_ID, UserSchema
 
 from . import errors
-from .extension import reference_config, result_backend
+from .extension import kafka_tasks, reference_config, result_backend
 from .parsing import Blueprint
 
 blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users.")
@@ -25,7 +25,9 @@ def get(user_id: int):
     user = None
     if 1 <= user_id <= MAX_USER_ID:  # no other id is stored: no need to ask the auth service
         timeout = reference_config().user_lookup_timeout_ms
-        user = get_user.send(user_id).get_result(backend=result_backend(), block=True, timeout=timeout)
+        # This app's own broker's actor: a process may hold several systems (tests), each its broker.
+        lookup = kafka_tasks().broker.get_actor(get_user.actor_name).send(user_id)
+        user = lookup.get_result(backend=result_backend(), block=True, timeout=timeout)
     if user is None:
         abort(404, message=f"No user {user_id}.")
     return user

@@ -120,11 +120,14 @@ def build_system(config: Config | None = None, *, store: Store | None = None) ->
         broker.add_middleware(Results(backend=backend, result_ttl=RESULT_TTL_MS))
     else:
         from broker import KafkaBroker, KafkaResultBackend, ReplyRouting
+        from broker.ops.reporter import OpsReporter
 
         broker = KafkaBroker(settings=config.kafka, delivery_timeout_ms=config.delivery_timeout_ms)
         backend = KafkaResultBackend(settings=config.kafka, result_ttl=RESULT_TTL_MS)
         broker.add_middleware(Results(backend=backend, result_ttl=RESULT_TTL_MS))
         broker.add_middleware(ReplyRouting(backend))
+        # Worker processes report to the ops topic and obey pause commands (web processes do not).
+        broker.add_middleware(OpsReporter())
     context = CurrentSystem()
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(context)

@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker_cli.add_worker_command(subparsers)
     broker_cli.add_dlq_command(subparsers, default_module="tasks.app:setup_broker")
     broker_cli.add_clock_command(subparsers, default_module="tasks.app:setup_broker")
+    broker_cli.add_status_command(subparsers, default_module="tasks.app:setup_broker")
     release = subparsers.add_parser("release", help="create the database schema and the Kafka topics (idempotent)")
     release.set_defaults(func=_run_release)
     run = subparsers.add_parser(

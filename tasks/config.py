@@ -69,6 +69,18 @@ def _broker(name: str, text: str) -> str:
     return text.lower()
 
 
+#: The shortest password the ops pages take.
+MIN_PASSWORD_LENGTH = 12
+
+
+def _password(name: str, text: str | None) -> str | None:
+    if text is None:
+        return None
+    if len(text) < MIN_PASSWORD_LENGTH:
+        raise ConfigurationError(f"{name} must have {MIN_PASSWORD_LENGTH} characters or more.")
+    return text
+
+
 def _database_url(name: str, text: str) -> str:
     return database_url(text)
 
@@ -221,6 +233,15 @@ VARIABLES: tuple[Variable, ...] = (
         parse=_millis,
     ),
     Variable(
+        "OPS_PASSWORD",
+        "Services",
+        "Turns on /ops (the dashboard) and /metrics, behind HTTP basic auth with this password (12 or more "
+        "characters; any user name). Unset, both are off. `make run` makes one up and prints it.",
+        example="a-long-random-password",
+        into="ops_password",
+        parse=_password,
+    ),
+    Variable(
         "KAFKA_TASKS_BROKER",
         "Services",
         "`stub` runs the actors on Dramatiq's in-memory StubBroker (for tests of actor logic only).",
@@ -248,6 +269,7 @@ class Config:
       user_lookup_timeout_ms(int): How long ``GET /api/users/<id>`` waits for the auth service.
       get_user_timeout_ms(int): How long a payment waits for the auth service.
       payments_min_backoff_ms(int), payments_max_backoff_ms(int): The backoff of payment retries.
+      ops_password(str|None): The password of ``/ops`` and ``/metrics``; ``None`` turns them off.
     """
 
     # The defaults are the variables' (a test holds them to it).
@@ -259,6 +281,7 @@ class Config:
     get_user_timeout_ms: int = 5_000
     payments_min_backoff_ms: int = 1_000
     payments_max_backoff_ms: int = 60_000
+    ops_password: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         # The database URL may carry a password; KafkaSettings masks its own secrets.

@@ -16,6 +16,7 @@ session timeout (10 s) before its partitions are assigned again.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import threading
 from pathlib import Path
@@ -92,6 +93,7 @@ def banner(env: dict[str, str]) -> str:
             "",
             f"API:      {base}/api",
             f"API docs: {base}/api/docs",
+            f"Ops:      {base}/ops (any user name, password {env['OPS_PASSWORD']})",
             f"Try:      curl -si -X POST {base}/api/auth/sign-up -H 'Content-Type: application/json' "
             """-d '{"name": "Ada", "email": "ada@example.com"}'""",
             "",
@@ -110,6 +112,8 @@ def run(env_file: Path = Path(".env"), services=SERVICES) -> int:
 
     env = read_env(env_file)
     env.setdefault("PORT", "5000")
+    # The dashboard is off without a password: this run makes one up, and prints it.
+    env.setdefault("OPS_PASSWORD", secrets.token_urlsafe(12))
     commands = procfile()
     kafka = None
     if wants_local_kafka(env):

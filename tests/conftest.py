@@ -335,6 +335,15 @@ def browser():
 
 
 @pytest.fixture
+def screenshots(request, tmp_path) -> Path:
+    """Where a browser test keeps its screenshots: ``--screenshots DIR``, else a throwaway folder."""
+    chosen = request.config.getoption("--screenshots")
+    folder = Path(chosen) if chosen else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
 def served(stub_config):
     """Serves an app on a loopback port in this process, for a browser: ``served(app) -> base URL``."""
     import threading
@@ -360,6 +369,12 @@ def pytest_addoption(parser):
         metavar="PATH",
         default=None,
         help="write the reliability scenarios' figures to PATH (make reliability writes docs/reliability.md)",
+    )
+    parser.addoption(
+        "--screenshots",
+        metavar="DIR",
+        default=None,
+        help="keep the browser tests' screenshots in DIR (make screenshots keeps them in docs/)",
     )
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import dramatiq
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from sqlalchemy import func, select
 
@@ -273,33 +273,19 @@ def consumer_lag(kafka: str, prefix: str, queues=QUEUES) -> dict[str, int]:
     The groups are each queue's (on the queue's topic) and its delay queue's (on its ``.DQ.*``
     tier topics), with the prefix, as :class:`broker.KafkaBroker` names them.
     """
-    admin = _admin(kafka)
-    metadata = admin.list_topics(timeout=30).topics
-    lag = {}
-    for queue in queues:
-        groups = {
-            queue: [t for t in metadata if t == prefix + queue],
-            f"{queue}.DQ": [t for t in metadata if t.startswith(f"{prefix}{queue}.DQ.")],
-        }
-        for group, topics in groups.items():
-            partitions = [TopicPartition(t, p) for t in topics for p in metadata[t].partitions]
-            if not partitions:
-                lag[group] = 0
-                continue
-            ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
-            starts = admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions})
-            request = [ConsumerGroupTopicPartitions(prefix + group, partitions)]
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for future in admin.list_consumer_group_offsets(request).values()
-                for tp in future.result(30).topic_partitions
+    from broker.reading import group_offsets
+
+    broker = KafkaBroker(bootstrap_servers=kafka, prefix=prefix)
+    try:
+        metadata = broker.admin.list_topics(timeout=30).topics
+        lag = {}
+        for queue in queues:
+            groups = {
+                queue: [t for t in metadata if t == prefix + queue],
+                f"{queue}.DQ": [t for t in metadata if t.startswith(f"{prefix}{queue}.DQ.")],
             }
-            lag[group] = sum(
-                max(
-                    0,
-                    ends[tp].result(30).offset
-                    - max(committed.get((tp.topic, tp.partition), -1), starts[tp].result(30).offset),
-                )
-                for tp in partitions
-            )
-    return lag
+            for group, topics in groups.items():
+                lag[group] = sum(p.behind for p in group_offsets(broker, prefix + group, topics))
+        return lag
+    finally:
+        broker.close()

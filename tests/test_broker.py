@@ -49,14 +49,13 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> l
 
 
 def committed(broker: KafkaBroker, group: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka import TopicPartition
 
     partitions = [
         TopicPartition(topic, p) for p in broker.admin.list_topics(topic, timeout=10).topics[topic].partitions
     ]
-    request = [ConsumerGroupTopicPartitions(group, partitions)]
-    result = next(iter(broker.admin.list_consumer_group_offsets(request).values())).result(10)
-    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+    found = broker.committed(group, partitions, timeout=10)
+    return {partition: offset for (_, partition), offset in found.items() if offset >= 0}
 
 
 def test_declaring_an_actor_touches_no_network():

@@ -6,7 +6,7 @@ import threading
 
 import dramatiq
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, OffsetSpec, ResourceType
 from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
@@ -52,9 +52,7 @@ def take(consumer, count: int, timeout: float = 30, *, ack: bool = False) -> lis
 
 
 def committed_offset(broker: KafkaBroker, queue_name: str) -> int | None:
-    request = [ConsumerGroupTopicPartitions(queue_name, [TopicPartition(queue_name, 0)])]
-    [future] = broker.admin.list_consumer_group_offsets(request).values()
-    offset = future.result(10).topic_partitions[0].offset
+    [offset] = broker.committed(queue_name, [TopicPartition(queue_name, 0)], timeout=10).values()
     return offset if offset >= 0 else None
 
 

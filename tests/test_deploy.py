@@ -234,4 +234,4 @@ def test_app_json_runs_the_procfiles_processes_and_sets_only_known_variables():
     known = {variable.name: variable for variable in VARIABLES}
     for name, setting in app["env"].items():
         assert name in known, name
-        assert setting["value"] == known[name].default, name
+        assert setting.get("value", known[name].default) == known[name].default, name
