@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -148,8 +150,14 @@ def test_dot_env_reaches_every_part_and_a_dead_kafka_stops_the_run_in_one_line(t
         with sqlite3.connect(database) as db:
             assert db.execute("SELECT name FROM users").fetchall() == [("Ada",)]
             assert db.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
-        # And gunicorn says where it listens
+        # And gunicorn says where it listens, and the banner where the dashboard is, with its password
         assert f"Listening at: http://0.0.0.0:{web_port}" in run.output()
+        ops_line = next(line for line in run.output().splitlines() if line.startswith("Ops:"))
+        password = ops_line.rsplit("password ", 1)[1].rstrip(")")
+        token = base64.b64encode(f"ops:{password}".encode()).decode()
+        request = urllib.request.Request(f"{base}/ops/workers", headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(request, timeout=30) as page:
+            assert page.status == 200 and b"Workers" in page.read()
 
         # When the local Kafka dies under the run
         os.kill(run.jvm(), signal.SIGKILL)
