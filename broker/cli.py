@@ -79,6 +79,14 @@ def add_kafka_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--ssl-port", type=int, metavar="PORT", help="the TLS port on 127.0.0.1 (default: --port + 1)")
     parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run a cluster of N brokers and a KRaft controller, on --port and the ports after it, with "
+        "replication 3 (at most N) and min.insync.replicas 2 (default: 1, a single combined node)",
+    )
+    parser.add_argument(
         "--tenant-prefix",
         metavar="PREFIX",
         help="behave as a multi-tenant plan: the client certificate of --tenant-principal may use only topics "
@@ -118,7 +126,11 @@ def _run_kafka(args: argparse.Namespace) -> int:
         from .tenancy import Tenant
 
         tenant = Tenant(prefix=args.tenant_prefix, principal=args.tenant_principal)
-    return devkafka.run(port=args.port, data_dir=None if args.ephemeral else args.data_dir, tls=tls, tenant=tenant)
+    if args.brokers < 1:
+        print("kafka-tasks kafka: error: --brokers must be 1 or more", file=sys.stderr)
+        return 2
+    data_dir = None if args.ephemeral else args.data_dir
+    return devkafka.run(port=args.port, data_dir=data_dir, tls=tls, tenant=tenant, brokers=args.brokers)
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction) -> None:

@@ -124,14 +124,30 @@ class BrokerConfig:
     data_dir: Path
     tls: TLSListener | None = None
     tenant: Tenant | None = None
+    node_id: int = 1
+    roles: str = "broker,controller"
+    voters: str | None = None
+    replication: int = 1
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def properties(self) -> dict[str, str]:
-        """Returns the broker's ``server.properties`` as a mapping."""
+        """Returns the node's ``server.properties`` as a mapping."""
+        if self.roles == "controller":
+            return self._controller_properties()
         properties = self._plaintext_properties()
+        if self.roles == "broker":
+            properties.update(
+                {
+                    "process.roles": "broker",
+                    "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                    # A broker that stops answering is fenced, and its partitions led by others, in seconds.
+                    "broker.session.timeout.ms": "3000",
+                    "broker.heartbeat.interval.ms": "1000",
+                }
+            )
         if self.tls is not None:
             ssl = f"SSL://127.0.0.1:{self.tls.port}"
             properties["listeners"] += f",{ssl}"
@@ -142,13 +158,35 @@ class BrokerConfig:
             properties.update(self.tenant.broker_properties())
         return properties
 
+    def _voters(self) -> str:
+        # Static voters keep the controller's address out of the stored metadata, so a restart
+        # may pick another controller port.
+        return self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"
+
+    def _controller_properties(self) -> dict[str, str]:
+        # The controller creates topics: the cluster's defaults for them are its settings.
+        return {
+            "process.roles": "controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self._voters(),
+            "listeners": f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "broker.session.timeout.ms": "3000",
+            "num.partitions": "1",
+            "default.replication.factor": str(self.replication),
+            "min.insync.replicas": str(max(1, self.replication - 1)),
+        }
+
     def _plaintext_properties(self) -> dict[str, str]:
+        # Internal topics, and topics made with the cluster's default, have every replica the
+        # cluster can give (up to 3) and need all but one in sync to take a write.
+        replicas, in_sync = str(self.replication), str(max(1, self.replication - 1))
         return {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            # Static voters keep the controller's address out of the stored metadata, so a
-            # restart may pick another controller port.
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self._voters(),
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -156,16 +194,23 @@ class BrokerConfig:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": in_sync,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": in_sync,
             "share.coordinator.state.topic.num.partitions": "4",
+            # Share groups (broker.share) may lock records for as little as a second, for tests, and
+            # get their assignments, and lose a crashed member, in seconds, as consumer groups do.
+            "group.share.min.record.lock.duration.ms": "1000",
+            "group.share.min.heartbeat.interval.ms": "500",
+            "group.share.heartbeat.interval.ms": "1000",
+            "group.share.min.session.timeout.ms": "3000",
+            "group.share.session.timeout.ms": "10000",
             "group.coordinator.rebalance.protocols": "classic,consumer,share",
             "group.initial.rebalance.delay.ms": "0",
             # A crashed worker's partitions move to the survivors within seconds, not 45 s.
@@ -308,6 +353,156 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+class _Node:
+    """One Kafka process (a combined node, a broker or a controller) on a data folder of its own.
+
+    Parameters:
+      config(BrokerConfig): Its settings.
+      heap(str): Its JVM heap options.
+    """
+
+    def __init__(self, config: BrokerConfig, heap: str) -> None:
+        self.config = config
+        self.heap = heap
+        self.data_dir = config.data_dir
+        self.log_file = self.data_dir / "server.log"
+        self.process: subprocess.Popen | None = None
+        #: Where this run's lines start in the log.
+        self._log_offset = 0
+
+    def prepare(self) -> list[str]:
+        """Writes the node's configuration; returns the JVM command up to the main class.
+
+        Raises:
+          LocalKafkaError: If Java or the jars are missing.
+        """
+        java = find_java()
+        classpath = kafka_classpath()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self.data_dir / "server.properties"
+        properties.touch(mode=0o600)  # It may hold the broker's private key.
+        properties.chmod(0o600)
+        properties.write_text(self.config.render())
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text((resources.files("broker") / "data" / "log4j2.properties").read_text())
+        return [
+            java,
+            *self.heap.split(),
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.file={self.log_file}",
+            "-cp",
+            classpath,
+        ]
+
+    @property
+    def formatted(self) -> bool:
+        return (self.data_dir / "logs" / "meta.properties").exists()
+
+    def format(self, jvm: list[str], cluster_id: str) -> None:
+        command = [
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(self.data_dir / "server.properties"),
+            "--feature",
+            "share.version=1",
+            "--ignore-formatted",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
+            raise LocalKafkaError(f"could not format {self.data_dir}: {last[0]}")
+
+    def launch(self, jvm: list[str]) -> None:
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        with open(self.data_dir / "stdout.log", "ab") as out:
+            self.process = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(self.data_dir / "server.properties")],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+
+    def exited(self) -> str | None:
+        """Why the node is no longer running (one line), if it exited."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        error = self.last_error()
+        return (
+            f"the broker exited with status {self.process.returncode}"
+            + (f" ({error})" if error else "")
+            + f"; see {self.log_file}"
+        )
+
+    def stop(self) -> None:
+        """Stops the node with SIGTERM; kills it if it hangs."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(SHUTDOWN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def kill(self) -> None:
+        """Kills the node at once (SIGKILL), as a machine that dies."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def last_error(self) -> str | None:
+        """The last ERROR or FATAL line the node logged in this run (a persistent folder's log
+        also holds earlier runs'), cut to one short line; ``None`` if there is none."""
+        try:
+            with open(self.log_file, "rb") as log:
+                log.seek(self._log_offset)
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        errors = [line for line in lines if " ERROR " in line or " FATAL " in line]
+        return errors[-1].strip()[:300] if errors else None
+
+
+def _wait_for_brokers(nodes: list[_Node], bootstrap_servers: str, count: int) -> None:
+    """Waits until the cluster's metadata lists ``count`` brokers.
+
+    Raises:
+      LocalKafkaError: If a node exits, or the brokers do not answer in time.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    quiet = logging.getLogger("broker.devkafka.librdkafka")
+    quiet.setLevel(logging.CRITICAL)
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": quiet})
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        for node in nodes:
+            why = node.exited()
+            if why:
+                raise LocalKafkaError(why)
+        try:
+            if len(admin.list_topics(timeout=1).brokers) >= count:
+                return
+        except Exception:  # KafkaException while the listeners are not up yet
+            time.sleep(0.1)
+    errors = [error for node in nodes if (error := node.last_error())]
+    raise LocalKafkaError(
+        f"the broker did not answer within {STARTUP_TIMEOUT}s"
+        + (f" ({errors[-1]})" if errors else "")
+        + f"; see {nodes[-1].log_file}"
+    )
+
+
 class LocalKafka:
     """A single-node Apache Kafka broker run as a child process.
 
@@ -335,13 +530,16 @@ class LocalKafka:
         self.ephemeral = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-tasks-")) if data_dir is None else Path(data_dir)
         self.log_file = self.data_dir / "server.log"
-        self.process: subprocess.Popen | None = None
-        #: Where this run's lines start in the log.
-        self._log_offset = 0
+        self._node: _Node | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The broker's process, while it runs."""
+        return None if self._node is None else self._node.process
 
     def start(self) -> None:
         """Formats the data folder if it is new, starts the broker and waits until it answers.
@@ -352,9 +550,6 @@ class LocalKafka:
         check_port_free(self.port)
         if self.tls is not None:
             check_port_free(self.tls.port)
-        java = find_java()
-        classpath = kafka_classpath()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         config = BrokerConfig(
             port=self.port,
             controller_port=free_port(),
@@ -362,36 +557,17 @@ class LocalKafka:
             tls=self.tls,
             tenant=self.tenant,
         )
-        properties = self.data_dir / "server.properties"
-        properties.touch(mode=0o600)  # It may hold the broker's private key.
-        properties.chmod(0o600)
-        properties.write_text(config.render())
-        log4j = self.data_dir / "log4j2.properties"
-        log4j.write_text((resources.files("broker") / "data" / "log4j2.properties").read_text())
-        jvm = [
-            java,
-            *os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS).split(),
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}",
-            f"-Dkafka.logs.file={self.log_file}",
-            "-cp",
-            classpath,
-        ]
-        if not (config.data_dir / "logs" / "meta.properties").exists():
-            self._format(jvm, properties)
-        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with open(self.data_dir / "stdout.log", "ab") as out:
-            self.process = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(properties)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        self._wait_until_ready()
+        self._node = node = _Node(config, os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS))
+        jvm = node.prepare()
+        if not node.formatted:
+            node.format(jvm, new_cluster_id())
+        node.launch(jvm)
+        try:
+            _wait_for_brokers([node], self.bootstrap_servers, 1)
+        except LocalKafkaError:
+            if node.exited() is None:
+                self.stop()
+            raise
         if self.tenant is not None:
             self._grant(self.tenant)
 
@@ -406,76 +582,127 @@ class LocalKafka:
             self.stop()
             raise LocalKafkaError(f"could not grant the tenant's ACLs: {e.args[0].str()}") from None
 
-    def _format(self, jvm: list[str], properties: Path) -> None:
-        command = [
-            *jvm,
-            "kafka.tools.StorageTool",
-            "format",
-            "--cluster-id",
-            new_cluster_id(),
-            "--config",
-            str(properties),
-            "--feature",
-            "share.version=1",
-            "--ignore-formatted",
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise LocalKafkaError(f"could not format {self.data_dir}: {last[0]}")
-
-    def _wait_until_ready(self) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        quiet = logging.getLogger("broker.devkafka.librdkafka")
-        quiet.setLevel(logging.CRITICAL)
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": quiet})
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                error = self.last_error()
-                raise LocalKafkaError(
-                    f"the broker exited with status {self.process.returncode}"
-                    + (f" ({error})" if error else "")
-                    + f"; see {self.log_file}"
-                )
-            try:
-                if admin.list_topics(timeout=1).brokers:
-                    return
-            except Exception:  # KafkaException while the listener is not up yet
-                time.sleep(0.1)
-        self.stop()
-        error = self.last_error()
-        raise LocalKafkaError(
-            f"the broker did not answer within {STARTUP_TIMEOUT}s"
-            + (f" ({error})" if error else "")
-            + f"; see {self.log_file}"
-        )
-
     def stop(self) -> None:
         """Stops the broker with SIGTERM, kills it if it hangs, and drops a throwaway data folder."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(SHUTDOWN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if self._node is not None:
+            self._node.stop()
         if self.ephemeral:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def last_error(self) -> str | None:
-        """The last ERROR or FATAL line the broker logged in this run (a persistent folder's log
-        also holds earlier runs'), cut to one short line; ``None`` if there is none."""
+        """The last ERROR or FATAL line the broker logged in this run, cut to one short line."""
+        return None if self._node is None else self._node.last_error()
+
+
+#: The JVM heap of each node of a local cluster: four of them share the machine.
+CLUSTER_HEAP_OPTS = "-Xms128m -Xmx512m"
+
+
+class LocalCluster:
+    """A local Kafka cluster: one KRaft controller and ``brokers`` brokers, each a process.
+
+    A controller of its own, rather than combined nodes: brokers can then be killed (one, or two of
+    three) without taking the controller quorum with them, so what is tested is what brokers do
+    (leader elections, in-sync replicas shrinking, ``min.insync.replicas`` refusing writes) with a
+    controller that always answers.  Topics made with the cluster's default have a replica on
+    every broker (up to 3), and need all but one in sync (``min.insync.replicas``); so do Kafka's
+    internal topics.
+
+    Parameters:
+      brokers(int): How many brokers.
+      port(int): The first broker's client port; the others follow it (0: free ports).
+      data_dir(Path|None): The persistent data folder (a folder a node); ``None``: throwaway.
+    """
+
+    def __init__(self, *, brokers: int = 3, port: int = 0, data_dir: Path | None = None) -> None:
+        self.ephemeral = data_dir is None
+        self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-tasks-cluster-")) if data_dir is None else Path(data_dir)
+        self.ports = [free_port() for _ in range(brokers)] if port == 0 else [port + i for i in range(brokers)]
+        controller_port = free_port()
+        voters = f"1@127.0.0.1:{controller_port}"
+        replication = min(3, brokers)
+        heap = os.environ.get("KAFKA_HEAP_OPTS", CLUSTER_HEAP_OPTS)
+        folder = self.data_dir.resolve()
+        controller = BrokerConfig(
+            0,
+            controller_port,
+            folder / "controller",
+            node_id=1,
+            roles="controller",
+            voters=voters,
+            replication=replication,
+        )
+        self.nodes: dict[int, _Node] = {1: _Node(controller, heap)}
+        for index, client_port in enumerate(self.ports):
+            node_id = index + 2
+            config = BrokerConfig(
+                client_port,
+                controller_port,
+                folder / f"broker-{node_id}",
+                node_id=node_id,
+                roles="broker",
+                voters=voters,
+                replication=replication,
+            )
+            self.nodes[node_id] = _Node(config, heap)
+        self._jvm: dict[int, list[str]] = {}
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    @property
+    def broker_ids(self) -> list[int]:
+        return [node_id for node_id, node in self.nodes.items() if node.config.roles == "broker"]
+
+    def start(self) -> None:
+        """Formats the nodes that are new (one cluster id for all), starts them and waits until
+        every broker is in the cluster's metadata.
+
+        Raises:
+          LocalKafkaError: If a port is taken, Java or the jars are missing, or a node fails to start.
+        """
+        for port in self.ports:
+            check_port_free(port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        id_file = self.data_dir / "cluster-id"
+        cluster_id = id_file.read_text().strip() if id_file.exists() else new_cluster_id()
+        id_file.write_text(cluster_id)
+        for node_id, node in self.nodes.items():
+            self._jvm[node_id] = node.prepare()
+            if not node.formatted:
+                node.format(self._jvm[node_id], cluster_id)
+        for node_id, node in self.nodes.items():
+            node.launch(self._jvm[node_id])
         try:
-            with open(self.log_file, "rb") as log:
-                log.seek(self._log_offset)
-                lines = log.read().decode(errors="replace").splitlines()
-        except OSError:
-            return None
-        errors = [line for line in lines if " ERROR " in line or " FATAL " in line]
-        return errors[-1].strip()[:300] if errors else None
+            _wait_for_brokers(list(self.nodes.values()), self.bootstrap_servers, len(self.ports))
+        except LocalKafkaError:
+            self.stop()
+            raise
+
+    def kill_broker(self, node_id: int) -> None:
+        """SIGKILLs one broker, as a machine that dies."""
+        self.nodes[node_id].kill()
+
+    def stop_broker(self, node_id: int) -> None:
+        """Stops one broker cleanly (SIGTERM), as a rolling restart does."""
+        self.nodes[node_id].stop()
+
+    def start_broker(self, node_id: int) -> None:
+        """Starts a broker that was stopped or killed, and waits until it is back in the metadata."""
+        node = self.nodes[node_id]
+        node.launch(self._jvm[node_id])
+        _wait_for_brokers([node], f"127.0.0.1:{node.config.port}", len(self.running_brokers()))
+
+    def running_brokers(self) -> list[int]:
+        return [node_id for node_id in self.broker_ids if self.nodes[node_id].process is not None]
+
+    def stop(self) -> None:
+        """Stops every node (the brokers first, then the controller), and drops a throwaway folder."""
+        for node_id in sorted(self.nodes, reverse=True):
+            self.nodes[node_id].stop()
+        if self.ephemeral:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def uuid_to_kafka_id(value: uuid.UUID) -> str:
@@ -498,14 +725,26 @@ def new_cluster_id(uuids=uuid.uuid4) -> str:
             return cluster_id
 
 
-def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None, tenant: Tenant | None = None) -> int:
-    """Runs the broker in the foreground until SIGINT or SIGTERM.
+def run(
+    *,
+    port: int,
+    data_dir: Path | None,
+    tls: TLSListener | None = None,
+    tenant: Tenant | None = None,
+    brokers: int = 1,
+) -> int:
+    """Runs the broker (or, with ``brokers`` over 1, a cluster) in the foreground until SIGINT or SIGTERM.
 
     Returns:
       int: The process exit status.
     """
     try:
-        kafka = LocalKafka(port=port, data_dir=data_dir, tls=tls, tenant=tenant)
+        if brokers > 1:
+            if tls is not None or tenant is not None:
+                raise LocalKafkaError("--ssl-dir and --tenant-prefix run on one broker: leave out --brokers")
+            kafka = LocalCluster(brokers=brokers, port=port, data_dir=data_dir)
+        else:
+            kafka = LocalKafka(port=port, data_dir=data_dir, tls=tls, tenant=tenant)
     except LocalKafkaError as e:
         print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
         return 2
@@ -526,21 +765,24 @@ def run(*, port: int, data_dir: Path | None, tls: TLSListener | None = None, ten
         kafka.stop()
         print(f"kafka-tasks kafka: error: {e}", file=sys.stderr)
         return 1
-    ssl = "" if tls is None else f", TLS with client certificates at 127.0.0.1:{tls.port}"
-    if tenant is not None:
-        ssl += f" (tenant {tenant.principal!r}: topics and groups under {tenant.prefix!r}, no creation)"
+    if brokers > 1:
+        what = f" ({brokers} brokers and a KRaft controller)"
+    else:
+        what = "" if tls is None else f", TLS with client certificates at 127.0.0.1:{tls.port}"
+        if tenant is not None:
+            what += f" (tenant {tenant.principal!r}: topics and groups under {tenant.prefix!r}, no creation)"
     print(
-        f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers}{ssl} "
-        f"(started in {time.monotonic() - started:.1f}s; data {kafka.data_dir}; log {kafka.log_file})",
+        f"Kafka {KAFKA_VERSION} is ready at {kafka.bootstrap_servers}{what} "
+        f"(started in {time.monotonic() - started:.1f}s; data {kafka.data_dir})",
         flush=True,
     )
+    nodes = list(kafka.nodes.values()) if brokers > 1 else [kafka._node]
     try:
-        while not stopping and kafka.process.poll() is None:
+        while not stopping and all(node.exited() is None for node in nodes):
             time.sleep(0.2)
-        if kafka.process.poll() is not None and not stopping:
-            print(
-                f"kafka-tasks kafka: error: the broker exited with status {kafka.process.returncode}", file=sys.stderr
-            )
+        if not stopping:
+            why = next(node.exited() for node in nodes if node.exited())
+            print(f"kafka-tasks kafka: error: {why}", file=sys.stderr)
             kafka.stop()
             return 1
     finally:

@@ -89,6 +89,32 @@ def test_broker_config_is_a_combined_kraft_node_on_loopback(tmp_path):
     assert "share" in properties["group.coordinator.rebalance.protocols"].split(",")
 
 
+def test_a_clusters_topics_and_internal_topics_get_three_replicas_and_need_two_in_sync(tmp_path):
+    cluster = devkafka.LocalCluster(brokers=3, port=29092, data_dir=tmp_path)
+    controller = cluster.nodes[1].config.properties()
+    brokers = [cluster.nodes[n].config.properties() for n in cluster.broker_ids]
+    # The controller creates topics: a topic made with the cluster's default gets its defaults
+    assert (controller["process.roles"], controller["default.replication.factor"]) == ("controller", "3")
+    assert controller["min.insync.replicas"] == "2"
+    assert [b["listeners"] for b in brokers] == [f"PLAINTEXT://127.0.0.1:{29092 + i}" for i in range(3)]
+    for broker in brokers:
+        assert (broker["process.roles"], broker["offsets.topic.replication.factor"]) == ("broker", "3")
+        assert (broker["min.insync.replicas"], broker["transaction.state.log.min.isr"]) == ("2", "2")
+        assert broker["controller.quorum.voters"] == controller["controller.quorum.voters"]
+    assert cluster.bootstrap_servers == "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094"
+
+
+def test_a_cluster_with_tls_or_a_tenant_is_refused_in_one_line(tmp_path):
+    (tmp_path / "ssl").mkdir()
+    for name, kind in (("ca.pem", "CERTIFICATE"), ("broker.pem", "CERTIFICATE"), ("broker.key", "PRIVATE KEY")):
+        (tmp_path / "ssl" / name).write_text(f"-----BEGIN {kind}-----\n")
+    result = run_launcher("--brokers", "3", "--ssl-dir", str(tmp_path / "ssl"), env=os.environ.copy())
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kafka-tasks kafka: error: --ssl-dir and --tenant-prefix run on one broker: leave out --brokers"
+    ]
+
+
 def test_cluster_id_is_22_url_safe_characters():
     cluster_id = devkafka.uuid_to_kafka_id(uuid.UUID(int=2**128 - 1))
     assert len(cluster_id) == 22
