@@ -17,7 +17,7 @@ from numbers import Real
 
 import dramatiq
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
@@ -42,6 +42,14 @@ from .producer import OWNED_SETTINGS as PRODUCER_OWNED_SETTINGS
 from .reading import group_offsets
 from .results import result_routing, route_reply, store_failure
 from .settings import KafkaSettings, refuse_owned, require_earliest_reset
+from .share import (
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_LOCK_MS,
+    SHARE_GROUP_SUFFIX,
+    KafkaShareConsumer,
+    ShareProgress,
+    share_group_configs,
+)
 from .topics import DEAD_LETTER_RETENTION_MS, MissingTopics, TopicSpec, ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -92,6 +100,12 @@ class KafkaBroker(dramatiq.Broker):
       consumer_config(dict): Extra librdkafka settings for consumers only.
       max_message_bytes(int): Consumed records larger than this are dead-lettered as oversized
         without being decoded; their dead letter keeps only their first bytes.
+      share_queues(Iterable[str]): Queues read by a share group instead of a consumer group, so
+        that more worker processes than partitions share their work (a preview: see
+        :mod:`broker.share`).
+      share_lock_ms(int): How long a share group locks a record it handed out.
+      share_delivery_limit(int): The deliveries of a share queue's record, the last of which
+        dead-letters it ("delivery count exceeded").
     """
 
     def __init__(
@@ -109,6 +123,9 @@ class KafkaBroker(dramatiq.Broker):
         commit_interval_ms: int = 100,
         consumer_config: dict | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        share_queues=(),
+        share_lock_ms: int = DEFAULT_LOCK_MS,
+        share_delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         **settings_overrides,
     ) -> None:
         if group_protocol not in ("classic", "consumer"):
@@ -130,6 +147,12 @@ class KafkaBroker(dramatiq.Broker):
         self.commit_interval_ms = commit_interval_ms
         self.extra_consumer_config = dict(consumer_config or {})
         self.max_message_bytes = max_message_bytes
+        self.share_queues = frozenset(share_queues)
+        self.share_lock_ms = share_lock_ms
+        self.share_delivery_limit = share_delivery_limit
+        #: What this process's share consumers acknowledged, for join().
+        self.share_progress = ShareProgress()
+        self._share_groups_set: set[str] = set()
         #: The largest record this broker writes, key and headers included: what its consumers hand
         #: out, and Kafka takes, with room for a dead letter's headers.
         self.max_record_bytes = min(max_message_bytes, MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES)
@@ -413,7 +436,31 @@ class KafkaBroker(dramatiq.Broker):
         if queue_name in self.delay_queues:
             topics = [self.settings.topic(name) for name in self.tiers.topics(queue_name)]
             return DelayConsumer(self, queue_name, self.tiers, topics, queue_name, prefetch, timeout)
+        if queue_name in self.share_queues:
+            group = self.settings.group(queue_name + SHARE_GROUP_SUFFIX)
+            self._set_share_group(group)
+            return KafkaShareConsumer(self, queue_name, self.settings.topic(queue_name), group, prefetch, timeout)
         return KafkaConsumer(self, queue_name, [self.settings.topic(queue_name)], queue_name, prefetch, timeout)
+
+    def _set_share_group(self, group: str) -> None:
+        """Sets a share queue's group configs, once per process: it reads from the queue's start,
+        with this broker's record lock and delivery limit.  A cluster that refuses (no rights to
+        alter group configs) keeps its defaults, which is logged."""
+        if group in self._share_groups_set:
+            return
+        entries = [
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in share_group_configs(self.share_lock_ms, self.share_delivery_limit).items()
+        ]
+        try:
+            for future in self.admin.incremental_alter_configs(
+                [ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)]
+            ).values():
+                future.result(self.delivery_timeout_ms / 1000)
+        except (KafkaException, FutureTimeout) as e:
+            logger.warning("Could not set the configs of share group %s (it keeps the cluster's): %s", group, e)
+            return
+        self._share_groups_set.add(group)
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         """Enqueues a message and returns once Kafka has acknowledged it.
@@ -592,8 +639,14 @@ class KafkaBroker(dramatiq.Broker):
         metadata = self.admin.list_topics(timeout=30).topics
         return [TopicPartition(topic, p) for topic in topics if topic in metadata for p in metadata[topic].partitions]
 
-    def _is_drained(self, group: str, topics: list[str]) -> bool:
-        """Tells whether a group has committed everything up to the end of the topics."""
+    def _is_drained(self, group: str | None, topics: list[str]) -> bool:
+        """Tells whether a group has committed everything up to the end of the topics; with no
+        group (a share queue), whether this process's share consumers acknowledged it all."""
+        if group is None:
+            return all(
+                self.share_progress.covers(p.topic, p.partition, p.start, p.end)
+                for p in group_offsets(self, None, topics)
+            )
         return all(p.behind == 0 for p in group_offsets(self, self.settings.group(group), topics))
 
     def _all_drained(self, groups) -> bool:
@@ -625,6 +678,8 @@ class KafkaBroker(dramatiq.Broker):
         deadline = timeout and time.monotonic() + timeout / 1000
         main = (queue_name, [self.settings.topic(queue_name)])
         delayed = (dq_name(queue_name), [self.settings.topic(t) for t in self.tiers.topics(dq_name(queue_name))])
+        if queue_name in self.share_queues:
+            main = (None, main[1])  # a share group: its progress is this process's consumers' acks
         while not self._all_drained([main, delayed, main]):
             if deadline and time.monotonic() > deadline:
                 raise QueueJoinTimeout(queue_name)

@@ -185,11 +185,20 @@ def queue_name() -> str:
 
 
 @pytest.fixture
-def kafka_broker(kafka):
-    """A KafkaBroker on the session's Kafka, closed after the test."""
+def queue_mode() -> str:
+    """How the test's queue is consumed: ``classic`` (a consumer group), or ``share`` (a share
+    group), for tests marked ``both_modes``, which run in both."""
+    return "classic"
+
+
+@pytest.fixture
+def kafka_broker(kafka, queue_mode, queue_name):
+    """A KafkaBroker on the session's Kafka, closed after the test; in ``share`` mode, its test
+    queue is read by a share group (short record locks, for tests)."""
     from broker import KafkaBroker
 
-    broker = KafkaBroker(bootstrap_servers=kafka, partitions=4, commit_interval_ms=20)
+    share = {"share_queues": {queue_name}, "share_lock_ms": 5_000} if queue_mode == "share" else {}
+    broker = KafkaBroker(bootstrap_servers=kafka, partitions=4, commit_interval_ms=20, **share)
     yield broker
     broker.close()
 
@@ -376,6 +385,11 @@ def pytest_addoption(parser):
         default=None,
         help="keep the browser tests' screenshots in DIR (make screenshots keeps them in docs/)",
     )
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_modes"):
+        metafunc.parametrize("queue_mode", ["classic", "share"])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -81,6 +81,7 @@ def test_enqueue_to_an_undeclared_queue_raises(kafka_broker):
         kafka_broker.enqueue(dramatiq.Message(queue_name="undeclared", actor_name="a", args=(), kwargs={}, options={}))
 
 
+@pytest.mark.both_modes
 def test_messages_run_and_join_waits_for_them(kafka_broker, worker, queue_name):
     seen = []
 
@@ -95,6 +96,7 @@ def test_messages_run_and_join_waits_for_them(kafka_broker, worker, queue_name):
     assert sorted(seen) == list(range(50))
 
 
+@pytest.mark.both_modes
 def test_enqueue_many_sends_a_batch_with_one_confirmation(kafka_broker, worker, queue_name):
     seen = []
 
@@ -135,6 +137,7 @@ def test_partition_key_keeps_one_keys_messages_in_order_in_one_partition(kafka_b
         assert len({p.kafka_position[1] for p in mine}) == 1
 
 
+@pytest.mark.both_modes
 def test_join_times_out_when_nothing_consumes(kafka_broker, queue_name):
     kafka_broker.declare_queue(queue_name)
     kafka_broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name="a", args=(), kwargs={}, options={}))
@@ -153,6 +156,7 @@ def test_flush_drops_pending_messages(kafka_broker, queue_name):
     kafka_broker.join(queue_name, timeout=5_000)
 
 
+@pytest.mark.both_modes
 def test_retries_run_through_the_delay_topics_until_success(kafka_broker, worker, queue_name):
     attempts = []
 
@@ -168,6 +172,7 @@ def test_retries_run_through_the_delay_topics_until_success(kafka_broker, worker
     assert kafka_broker.dead_letters == []
 
 
+@pytest.mark.both_modes
 def test_a_message_that_always_fails_ends_in_the_dead_letter_topic(kafka, kafka_broker, worker, queue_name):
     @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=2, min_backoff=20, max_backoff=50)
     def doomed():
@@ -228,6 +233,7 @@ def test_a_message_near_the_size_limit_is_retried_with_as_much_of_its_traceback_
     assert len(retry.value()) <= DEFAULT_MAX_MESSAGE_BYTES
 
 
+@pytest.mark.both_modes
 def test_join_without_fail_fast_does_not_raise(kafka_broker, worker, queue_name):
     @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=0)
     def doomed():
@@ -264,6 +270,7 @@ def test_delayed_messages_arrive_after_their_eta(kafka):
     assert all(late >= 0 for late in lateness.values()), lateness
 
 
+@pytest.mark.both_modes
 def test_a_poison_record_is_dead_lettered_and_the_queue_keeps_flowing(kafka, kafka_broker, worker, queue_name):
     seen = []
 
@@ -285,6 +292,7 @@ def test_a_poison_record_is_dead_lettered_and_the_queue_keeps_flowing(kafka, kaf
     assert reasons[1].startswith("undecodable message")
 
 
+@pytest.mark.both_modes
 def test_records_that_decode_but_cannot_run_are_dead_lettered_and_the_queue_keeps_flowing(
     kafka, kafka_broker, worker, queue_name
 ):
@@ -487,6 +495,7 @@ def test_a_failing_message_with_backoffs_no_middleware_can_act_on_from_another_p
     assert runs == []
 
 
+@pytest.mark.both_modes
 def test_a_message_whose_retry_cannot_be_decided_is_dead_lettered_not_acked(kafka, kafka_broker, worker, queue_name):
     # Given an actor whose retry_when raises, so that Dramatiq's Retries fails after the actor ran
     def retry_when(retries, exception):
@@ -652,6 +661,7 @@ def test_a_future_eta_with_headers_too_large_to_move_is_dead_lettered(kafka, kaf
     assert "too large to move to its delay tier" in DeadLetterInfo.from_headers(letter.headers()).reason
 
 
+@pytest.mark.both_modes
 def test_an_eta_in_the_future_goes_through_the_delay_tiers(kafka, kafka_broker, worker, queue_name):
     ran = []
 
@@ -740,6 +750,7 @@ def test_a_delay_record_whose_eta_is_no_finite_number_is_dead_lettered_and_the_p
     assert "option eta is" in DeadLetterInfo.from_headers(letter.headers()).reason
 
 
+@pytest.mark.both_modes
 def test_records_the_consumer_dead_letters_itself_are_in_dead_letters_and_fail_join(
     kafka, kafka_broker, worker, queue_name
 ):
@@ -758,6 +769,7 @@ def test_records_the_consumer_dead_letters_itself_are_in_dead_letters_and_fail_j
     assert letter.options["dead_letter_reason"].startswith("undecodable message")
 
 
+@pytest.mark.both_modes
 def test_dead_letters_keep_no_frames_of_the_failed_run(kafka_broker, worker, queue_name):
     @dramatiq.actor(queue_name=queue_name, broker=kafka_broker, max_retries=0)
     def doomed():

@@ -39,7 +39,7 @@ POLL = 0.01
 class Worker:
     """One ``kafka-tasks worker tests.workerapp --processes 1`` command, in a session of its own."""
 
-    def __init__(self, name: str, *, kafka: str, queue_name: str, tmp_path: Path, sleep_ms: int) -> None:
+    def __init__(self, name: str, *, kafka: str, queue_name: str, tmp_path: Path, sleep_ms: int, **env: str) -> None:
         self.name = name
         self.log_path = tmp_path / f"worker-{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the process writes to it until cleanup() closes it
@@ -49,6 +49,7 @@ class Worker:
             "TEST_QUEUE": queue_name,
             "RECORD_FILE": str(tmp_path / "records"),
             "TASK_SLEEP_MS": str(sleep_ms),
+            **env,
         }
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
