@@ -16,6 +16,7 @@ SCENARIOS = (
     "http_signup",
     "delays",
     "scaling",
+    "cluster",
     "profiles",
 )
 

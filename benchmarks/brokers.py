@@ -59,12 +59,15 @@ def broker_from_env() -> dramatiq.Broker:
     """Returns the broker a worker process was asked for: ``BENCH_BROKER`` and friends.
 
     ``BENCH_CONSUMER_CONFIG`` (JSON) passes librdkafka settings to KafkaBroker's consumers, for
-    experiments such as ``{"fetch.wait.max.ms": 50}``.
+    experiments such as ``{"fetch.wait.max.ms": 50}``; with ``BENCH_SHARE``, the queue is read by a
+    share group.
     """
     kind = os.environ.get("BENCH_BROKER", "kafka")
     extra = {}
     if kind == "kafka" and os.environ.get("BENCH_CONSUMER_CONFIG"):
         extra["consumer_config"] = json.loads(os.environ["BENCH_CONSUMER_CONFIG"])
+    if kind == "kafka" and os.environ.get("BENCH_SHARE"):
+        extra["share_queues"] = {os.environ["BENCH_QUEUE"]}
     return make_broker(
         kind,
         partitions=int(os.environ.get("BENCH_PARTITIONS", "4")),

@@ -235,6 +235,18 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
         ok and r["median"] <= 5,
         ok and f"{r['median']:+.1f} MiB",
     )
+    scaling = {(r["case"], r["metric"]): r for r in rows if r["scenario"] == "scaling" and r["status"] == "ok"}
+    classic, shared = (
+        scaling.get(("1 partition", "2 processes")),
+        scaling.get(("1 partition, share group", "2 processes")),
+    )
+    value = same_run_ratio(shared, classic) if classic and shared else None
+    check(
+        "1-partition queue, 2 processes: a share group beyond a classic group (the second process works)",
+        value,
+        value is not None and value > 1,
+        f"{value:.2f}x" if value is not None else "",
+    )
     return result
 
 
@@ -278,7 +290,7 @@ def plots(rows: list[dict], folder: Path) -> dict[str, str]:
         ax.set_xticks([1, 2, 4])
         ax.set_ylim(bottom=0)
         ax.set_title("No-op throughput against worker processes")
-        ax.legend(title="queue topic")
+        ax.legend(title="queue topic, consumption")
         ax.grid(alpha=0.3)
         save(fig, "scaling", "scaling", "Throughput against worker processes, by partition count")
 

@@ -1,11 +1,13 @@
 """Scenario 7, scaling: no-op throughput with 1, 2 and 4 worker processes, by partition count.
 
 ``kafka-tasks worker benchmarks.workerapp --processes N --threads 8`` runs on a fresh queue whose
-topic has 1, 4 or 8 partitions.  Once every process has joined the consumer group, messages (each
-with its own partition key, so they spread over the partitions) are enqueued, and tasks/s is
-counted from the first task's start to the last one's, over all processes.  A partition is
-consumed by one process at a time, so processes beyond the partition count sit idle; on a
-2-core machine shared with Kafka, processes beyond two mostly compete for the same cores.
+topic has 1, 4 or 8 partitions, read by a classic consumer group; and on one partition read by a
+share group (KIP-932), which hands the records of one partition to every process.  Once every
+process has joined, messages (each with its own partition key, so they spread over the
+partitions) are enqueued, and tasks/s is counted from the first task's start to the last one's,
+over all processes.  In a classic group a partition is consumed by one process at a time, so
+processes beyond the partition count sit idle; a share group has no such bound.  On a 2-core
+machine shared with Kafka, processes beyond two mostly compete for the same cores.
 """
 
 from __future__ import annotations
@@ -29,42 +31,53 @@ PROCESSES = (1, 2, 4)
 PARTITIONS = (1, 4, 8)
 
 
-def grid(ctx: Context) -> list[tuple[int, int]]:
-    """The (partitions, processes) pairs measured."""
+def grid(ctx: Context) -> list[tuple[int, int, bool]]:
+    """The (partitions, processes, share group) triples measured: every classic pair, and one
+    partition read by a share group, whose processes are not bounded by the partition count."""
     if ctx.smoke:
-        return [(4, 1), (1, 2)]
-    return [
-        (partitions, processes)
+        return [(4, 1, False), (1, 2, False), (1, 2, True)]
+    classic = [
+        (partitions, processes, False)
         for partitions in PARTITIONS
         for processes in PROCESSES
         if not (partitions == 8 and processes < 4)
     ]
+    return classic + [(1, processes, True) for processes in PROCESSES]
+
+
+def case(partitions: int, share: bool) -> str:
+    """The row's case: the queue's topic, and how it is read."""
+    return f"{partitions} partition{'s' if partitions > 1 else ''}" + (", share group" if share else "")
 
 
 def run(ctx: Context) -> list[dict]:
-    measured: dict[tuple[int, int], list[float]] = {}
+    measured: dict[tuple[int, int, bool], list[float]] = {}
     for _ in range(ctx.run_count):
-        for partitions, processes in grid(ctx):
-            measured.setdefault((partitions, processes), []).append(measure(ctx, partitions, processes))
+        for partitions, processes, share in grid(ctx):
+            value = measure(ctx, partitions, processes, share=share)
+            measured.setdefault((partitions, processes, share), []).append(value)
     return [
         row(
             NAME,
-            f"{partitions} partition{'s' if partitions > 1 else ''}",
+            case(partitions, share),
             "KafkaBroker",
             f"{processes} process{'es' if processes > 1 else ''}",
             "tasks/s",
             values,
-            note="8 threads per process",
+            note="8 threads per process" + (", one partition shared by every process" if share else ""),
         )
-        for (partitions, processes), values in measured.items()
+        for (partitions, processes, share), values in measured.items()
     ]
 
 
-def measure(ctx: Context, partitions: int, processes: int) -> float:
+def measure(ctx: Context, partitions: int, processes: int, *, share: bool = False) -> float:
     count = ctx.size(20_000, 300)
-    with WorkerProcess(ctx, "kafka", processes=processes, partitions=partitions, name="scale") as worker:
-        worker.warm_up()
-        _wait_for_members(worker, processes, timeout=60)
+    with WorkerProcess(ctx, "kafka", processes=processes, partitions=partitions, name="scale", share=share) as worker:
+        if share:
+            worker.wait_ready()
+        else:
+            worker.warm_up()
+            _wait_for_members(worker, processes, timeout=60)
         noop = worker.actors["noop"]
         messages = [noop.message_with_options(args=(n,), partition_key=n) for n in range(count)]
         enqueue_all(worker.broker, messages, threads=2)

@@ -49,6 +49,7 @@ class WorkerProcess:
         partitions: int = 4,
         name: str = "bench",
         consumer_config: dict | None = None,
+        share: bool = False,
     ) -> None:
         self.ctx = ctx
         self.kind = kind
@@ -83,6 +84,9 @@ class WorkerProcess:
         )
         if consumer_config:
             env["BENCH_CONSUMER_CONFIG"] = json.dumps(consumer_config)
+        if share:
+            env["BENCH_SHARE"] = "1"
+        self.processes = processes
         if processes == 1:
             command = [ctx.python, "-m", "broker.worker", "benchmarks.workerapp", "--threads", str(threads)]
         else:
@@ -109,6 +113,16 @@ class WorkerProcess:
             ) from None
         if not procs.alive(self.process):
             raise RuntimeError(f"the worker exited: {procs.tail(self.log, 5)}")
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Waits until every worker process says it is ready, and the share group has had a few
+        heartbeats to assign them (a share group's members cannot be asked for)."""
+        deadline = time.monotonic() + timeout
+        while procs.tail(self.log, 1000).count("Worker process is ready for action.") < self.processes:
+            if time.monotonic() > deadline or not procs.alive(self.process):
+                raise RuntimeError(f"the workers did not start: {procs.tail(self.log, 5)}")
+            time.sleep(0.1)
+        time.sleep(3)
 
     def progress(self) -> int:
         return progress(self.probe_dir)
