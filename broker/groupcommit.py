@@ -24,7 +24,7 @@ class CommitInterrupted(Exception):
 
 
 class _Write:
-    __slots__ = ("_woken", "done", "error", "item")
+    __slots__ = ("_woken", "done", "error", "item", "result")
 
     def __init__(self, item: Any) -> None:
         self.item = item
@@ -37,6 +37,8 @@ class _Write:
         self.done = False
         #: Why it was not committed.
         self.error: Exception | None = None
+        #: What the commit said of this item, if anything.
+        self.result: Any = None
 
     def wait(self) -> None:
         """Blocks until :meth:`wake` is called (returns at once if it already was)."""
@@ -60,7 +62,8 @@ class GroupCommit:
 
     Parameters:
       commit(callable): Commits a batch of items in one transaction, all or none; it is never
-        called by two threads at once.
+        called by two threads at once.  It may return one result per item, in order, which
+        each caller gets back (None: no results).
 
     Callers queue in order.  The first in the queue leads: it commits every write queued so far,
     then wakes each of their callers at once, and the first caller still waiting leads next.  A
@@ -73,8 +76,11 @@ class GroupCommit:
         self._queue: collections.deque[_Write] = collections.deque()
         self._lock = threading.Lock()
 
-    def __call__(self, item: Any) -> None:
+    def __call__(self, item: Any) -> Any:
         """Commits ``item``, together with whatever else is waiting.
+
+        Returns:
+          What the commit returned for this item (None if it returned no results).
 
         Raises:
           Exception: Whatever ``commit`` raised for this item committed alone.
@@ -96,6 +102,7 @@ class GroupCommit:
             raise
         if write.error is not None:
             raise write.error
+        return write.result
 
     def _leave(self, write: _Write) -> None:
         with self._lock:
@@ -130,17 +137,17 @@ class GroupCommit:
     def _commit_each_or_all(self, batch: list[_Write]) -> None:
         if len(batch) > 1:
             try:
-                self._commit([write.item for write in batch])
+                results = self._commit([write.item for write in batch])
             except Exception:
                 pass
             else:
-                for write in batch:
-                    write.done = True
+                for write, result in zip(batch, results or [None] * len(batch), strict=True):
+                    write.result, write.done = result, True
                 return
         for write in batch:
             try:
-                self._commit([write.item])
+                results = self._commit([write.item])
             except Exception as e:
                 write.error = e
             else:
-                write.done = True
+                write.result, write.done = (results or [None])[0], True

@@ -45,8 +45,8 @@ class StatusStore(Protocol):
     ) -> None:
         """Moves a task to a status where the lifecycle allows it (``broker.lifecycle.ALLOWED``)."""
 
-    def get_task(self, task_id: str) -> dict | None:
-        """Returns a task's row (at least its ``status``), or None."""
+    def start_task(self, task_id: str, kind: str, *, created_at=None) -> Status | None:
+        """Moves a task to ``running``; returns the end it keeps instead if it had ended, else None."""
 
 
 #: The names of the actors whose status is tracked, over every broker of the process.
@@ -139,25 +139,21 @@ class TaskStatus(dramatiq.Middleware):
     def before_process_message(self, broker, message):
         if not self._tracked(broker, message):
             return
-        settled = None if REPLAYED_OPTION in message.options else self._settled_failure(message)
-        if settled is not None:
-            logger.info("Task %s already %s; its redelivery is skipped.", message.message_id, settled)
-            raise SkipMessage(f"task {message.message_id} already {settled}")
-        self._set(broker, message, Status.RUNNING)
-
-    def _settled_failure(self, message) -> str | None:
-        """Returns the task's status if it failed for good or died, else ``None``."""
         try:
-            task = self.store.get_task(message.message_id)
+            kept = self.store.start_task(message.message_id, message.actor_name, created_at=_made_at(message))
         except Exception as e:
+            # A status is a courtesy to the caller; without it the task runs all the same.
             self._log.report(
                 logging.ERROR,
-                f"read {type(e).__name__}",
-                f"could not read the status of task {message.message_id}, so it runs: {type(e).__name__}: {e}",
+                f"write {type(e).__name__}",
+                f"could not record status running of task {message.message_id}: {type(e).__name__}: {e}",
                 exc_info=e,
             )
-            return None
-        return task["status"] if task is not None and task["status"] in SETTLED_FAILURES else None
+            return
+        self._log.ok()
+        if kept in SETTLED_FAILURES and REPLAYED_OPTION not in message.options:
+            logger.info("Task %s already %s; its redelivery is skipped.", message.message_id, kept)
+            raise SkipMessage(f"task {message.message_id} already {kept}")
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is None:

@@ -40,6 +40,7 @@ from sqlalchemy import (
     create_engine,
     event,
     or_,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -147,6 +148,11 @@ class _TaskWrites:
         self.progressed = row.on_conflict_do_update(
             index_elements=[_tasks.c.id], set_=moved, where=_may_become(Status.RUNNING)
         )
+        #: A worker starts a task: the same write, told apart so that its batch reports which
+        #: tasks it did not move (they had ended: a redelivery).
+        self.started = row.on_conflict_do_update(
+            index_elements=[_tasks.c.id], set_=moved, where=_may_become(Status.RUNNING)
+        )
 
 
 def _may_become(status: Status):
@@ -213,14 +219,35 @@ class TaskStore:
         with self._write_lock, self.engine.begin() as connection:
             yield connection
 
-    def _upsert_batch(self, upserts) -> None:
+    def _upsert_batch(self, upserts) -> list:
         """Runs ``(statement, parameters)`` pairs in one transaction, in order; a run of the same
         statement as one ``executemany``.
+
+        Returns:
+          For each pair in order: for a start (``started``) that did not move its task, the status
+          the task kept; else None.
         """
+        results = []
         with self._writing() as connection:
             for _, run in itertools.groupby(upserts, key=lambda upsert: id(upsert[0])):
                 run = list(run)
-                connection.execute(run[0][0], [parameters for _, parameters in run])
+                statement, parameters = run[0][0], [parameters for _, parameters in run]
+                moved = connection.execute(statement, parameters).rowcount
+                if statement is self._writes.started and not (
+                    moved == len(parameters) and self.engine.dialect.supports_sane_multi_rowcount
+                ):
+                    # Some task had ended already: which, the rows themselves now say (a start that
+                    # moved its task left it running).
+                    ids = [p["id"] for p in parameters]
+                    kept = dict(
+                        connection.execute(select(_tasks.c.id, _tasks.c.status).where(_tasks.c.id.in_(ids))).all()
+                    )
+                    results += [
+                        None if kept.get(p["id"]) == Status.RUNNING else Status(kept[p["id"]]) for p in parameters
+                    ]
+                else:
+                    results += [None] * len(parameters)
+        return results
 
     def create_schema(self) -> None:
         """Creates the tables of :data:`METADATA` that are missing.  Safe to run again."""
@@ -309,16 +336,13 @@ class TaskStore:
           The row with that key (None if the insert met a conflict on another unique column), and
           whether this call inserted it.
         """
-        find = table.select().where(table.c[key] == values[key])
-        row = connection.execute(find).first()
-        if row is not None:
-            return row, False
         inserted = connection.execute(
             self._insert(table).values(**values).on_conflict_do_nothing().returning(*table.c)
         ).first()
         if inserted is not None:
             return inserted, True
-        return connection.execute(find).first(), False  # a concurrent writer of the same key won
+        # Done before (the usual case is the first time: so the insert comes first, with no read).
+        return connection.execute(table.select().where(table.c[key] == values[key])).first(), False
 
     def mark_queued(self, task_id: str, kind: str) -> None:
         """Records that Kafka holds a task: one write.
@@ -386,6 +410,30 @@ class TaskStore:
                     "status": status.value,
                     "result": result,
                     "error": error,
+                    "created_at": created_at or now,
+                    "updated_at": now,
+                },
+            )
+        )
+
+    def start_task(self, task_id: str, kind: str, *, created_at: dt.datetime | None = None) -> Status | None:
+        """Moves a task to ``running`` as a worker starts it, creating its row if it has none: one
+        write, which also tells a redelivery of a task that had ended, with no read before it.
+
+        Returns:
+          None if the task is now running; else the end it keeps (``succeeded``, ``failed`` or
+          ``dead``): it ended before, and this is a redelivery.
+        """
+        now = _utcnow()
+        return self._upsert(
+            (
+                self._writes.started,
+                {
+                    "id": task_id,
+                    "kind": kind,
+                    "status": Status.RUNNING.value,
+                    "result": None,
+                    "error": None,
                     "created_at": created_at or now,
                     "updated_at": now,
                 },

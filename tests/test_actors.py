@@ -264,6 +264,7 @@ def test_a_database_that_refuses_statuses_is_logged_once_and_the_tasks_still_run
 
     # Given a database that refuses every status write
     monkeypatch.setattr(Store, "set_status", down)
+    monkeypatch.setattr(Store, "start_task", down)
     # When users sign up
     for i in range(5):
         create_user.send({"name": f"U{i}", "email": f"u{i}@example.com"})

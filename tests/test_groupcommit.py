@@ -123,6 +123,29 @@ def test_a_lone_write_that_fails_raises_to_its_caller():
         group("bad")
 
 
+def test_each_caller_gets_back_the_result_of_its_own_item():
+    recorder = Recorder(hold_first=True)
+    results = {}
+
+    def commit(items):
+        recorder(items)
+        return [f"result of {item}" for item in items]
+
+    group = GroupCommit(commit)
+    threads = [threading.Thread(target=lambda i=i: results.update({i: group(i)})) for i in ("a", "b", "c")]
+    threads[0].start()
+    assert recorder.entered.wait(5)
+    for queued, thread in enumerate(threads[1:], 1):
+        thread.start()
+        wait_until_pending(group, queued)
+    recorder.release.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert len(recorder.batches) == 2  # b and c shared a batch, and each got its own result
+    assert results == {item: f"result of {item}" for item in ("a", "b", "c")}
+
+
 def test_commits_never_overlap():
     recorder = Recorder()
     group = GroupCommit(recorder)

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text, update
 
+from broker.lifecycle import Status
 from tasks.store import EmailTaken, Store, Task, TaskKeyMismatch
 
 
@@ -319,6 +320,45 @@ def test_progress_writes_of_several_tasks_commit_in_one_batch(store):
     ]
     store._upsert_batch(batch)
     assert [store.get_task(f"t{n}")["status"] for n in range(3)] == ["running"] * 3
+
+
+def test_starting_a_task_records_it_as_running(store):
+    assert store.start_task("a", "create_user") is None
+    assert store.get_task("a")["status"] == "running"
+
+
+def test_starting_a_task_that_ended_keeps_its_end_and_says_which(store):
+    store.set_status("won", "create_user", "succeeded")
+    store.set_status("gone", "create_user", "dead", error="retries exhausted")
+
+    assert store.start_task("won", "create_user") == Status.SUCCEEDED
+    assert store.start_task("gone", "create_user") == Status.DEAD
+    assert store.get_task("gone")["status"] == "dead"
+
+
+def test_a_batch_of_starts_tells_each_task_that_had_ended(store):
+    # A redelivery among first deliveries in one executemany: the rowcount alone cannot say which
+    store.set_status("t1", "create_user", "failed", error="unknown user")
+    store.set_status("t2", "create_user", "retrying", error="boom")
+    now = dt.datetime.now(dt.UTC)
+    batch = [
+        (
+            store._writes.started,
+            {
+                "id": f"t{n}",
+                "kind": "create_user",
+                "status": "running",
+                "result": None,
+                "error": None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        for n in range(4)
+    ]
+
+    assert store._upsert_batch(batch) == [None, Status.FAILED, None, None]
+    assert [store.get_task(f"t{n}")["status"] for n in range(4)] == ["running", "failed", "running", "running"]
 
 
 @pytest.mark.parametrize("task_id", ["a\x00b", "x" * 65])
