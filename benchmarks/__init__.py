@@ -17,6 +17,7 @@ SCENARIOS = (
     "delays",
     "scaling",
     "cluster",
+    "system",
     "profiles",
 )
 

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Kafka at {services.urls['kafka']}; "
             + "; ".join(
-                f"{name}: {services.urls.get(name) or services.errors.get(name)}" for name in ("redis", "rabbitmq")
+                f"{name}: {services.urls.get(name) or services.errors.get(name)}"
+                for name in ("redis", "rabbitmq", "postgres")
             ),
             flush=True,
         )

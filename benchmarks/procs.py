@@ -78,6 +78,14 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def descendants(pid: int) -> list[int]:
+    """Returns a process and every process under it, children of children included."""
+    found = [pid]
+    for child in children(pid):
+        found += descendants(child)
+    return found
+
+
 def tail(log: Path, lines: int = 15) -> str:
     """Returns the last lines of a log, for error notes."""
     try:

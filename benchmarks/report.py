@@ -235,6 +235,48 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
         ok and r["median"] <= 5,
         ok and f"{r['median']:+.1f} MiB",
     )
+    r = find(rows, "enqueue", "bulk", "KafkaBroker", "throughput")
+    ok = r and r["status"] == "ok"
+    check(
+        "enqueue_many ≥ 100,000 messages/s",
+        ok and r["median"],
+        ok and r["median"] >= 100_000,
+        ok and f"{r['median']:,.0f} messages/s",
+    )
+    system = {(r["case"], r["metric"]): r for r in rows if r["scenario"] == "system" and r["status"] == "ok"}
+    for case, bound in (("SQLite, sign-ups", 1000), ("SQLite, sign-ups and payments, 50/50", 600)):
+        for database in ("SQLite", "PostgreSQL"):
+            r = system.get((case.replace("SQLite", database), "sustained"))
+            check(
+                f"The system, {case.split(', ', 1)[1]}, sustained end to end, {database} ≥ {bound:,}/s"
+                + ("" if database == "SQLite" else " (reported)"),
+                r and r["median"],
+                r and r["median"] >= bound,
+                r and f"{r['median']:,.0f} tasks/s",
+            )
+    for database in ("SQLite", "PostgreSQL"):
+        sign_up = system.get((f"{database}, sign-ups", "CPU per task"))
+        mixed = system.get((f"{database}, sign-ups and payments, 50/50", "CPU per task"))
+        check(
+            f"CPU per sign-up, all processes, {database} ≤ 1.0 ms",
+            sign_up and sign_up["median"],
+            sign_up and sign_up["median"] <= 1.0,
+            sign_up and f"{sign_up['median']:.2f} ms",
+        )
+        payment = 2 * mixed["median"] - sign_up["median"] if sign_up and mixed else None
+        check(
+            f"CPU per payment, all processes, {database} ≤ 1.8 ms",
+            payment,
+            payment is not None and payment <= 1.8,
+            f"{payment:.2f} ms" if payment is not None else "",
+        )
+        r = system.get((f"{database}, sign-ups and payments, 50/50", "payment message to row p50"))
+        check(
+            f"A payment's message to its row, get_user included, p50, {database} ≤ 4 ms",
+            r and r["median"],
+            r and r["median"] <= 4,
+            r and f"{r['median']:.1f} ms",
+        )
     scaling = {(r["case"], r["metric"]): r for r in rows if r["scenario"] == "scaling" and r["status"] == "ok"}
     classic, shared = (
         scaling.get(("1 partition", "2 processes")),
@@ -388,6 +430,27 @@ def _scaling_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _system_table(rows: list[dict]) -> list[str]:
+    """Every rate each ladder offered, then the summary rows."""
+    lines = [
+        "| database, load | offered /s | accepted /s | processed /s | lag at end | lag after (s) | "
+        "202 to succeeded p50 / p99 (ms) | CPU per task (ms): total (web, auth, payments, Kafka) | |",
+        "|---|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        for step in r.get("steps", []):
+            cpu = step["cpu"]
+            parts = ", ".join(f"{cpu[name]:.2f}" for name in ("web", "auth", "payments", "Kafka") if name in cpu)
+            lines.append(
+                f"| {r['case']} | {step['offered']:,} | {fmt(step['accepted'])} | {fmt(step['processed'])} | "
+                f"{step['lag at end']:,} | {step['lag after']:,} ({step['settled in']:.1f}) | "
+                f"{fmt(step['p50'])} / {fmt(step['p99'])} | {sum(cpu.values()):.2f} ({parts}) | "
+                f"{'sustained' if step['sustained'] else '**not sustained**'} |"
+            )
+    lines += ["", "Summary, at the highest sustained rate of each ladder:", ""]
+    return lines + _table(rows)
+
+
 def _profile_tables(rows: list[dict]) -> list[str]:
     lines = []
     for case in dict.fromkeys(r["case"] for r in rows):
@@ -475,6 +538,8 @@ def write(results: dict, path: Path) -> None:
             out += _scaling_table(mine)
         elif name == "profiles":
             out += _profile_tables(mine)
+        elif name == "system":
+            out += _system_table(mine)
         else:
             out += _table(mine)
         out.append("")

@@ -1,9 +1,10 @@
 """The servers the benchmarks talk to, run as child processes on free loopback ports.
 
 Kafka comes from ``broker.devkafka.LocalKafka`` (ephemeral) unless ``KAFKA_BOOTSTRAP_SERVERS`` is
-set.  Redis and RabbitMQ are Debian's ``redis-server`` and ``rabbitmq-server``, each with its data
-in a temporary folder; when one is missing or fails to start, its baselines are reported as
-unavailable instead of failing the run.
+set.  Redis, RabbitMQ and PostgreSQL are Debian's ``redis-server``, ``rabbitmq-server`` and
+``postgresql``, each with its data in a temporary folder; when one is missing or fails to start,
+the figures that need it are reported as unavailable instead of failing the run.  The tests start
+their PostgreSQL with :class:`Postgres` too.
 """
 
 from __future__ import annotations
@@ -183,25 +184,98 @@ class Rabbitmq:
         _stop(self.epmd, timeout=5)
 
 
+class Postgres:
+    """A throwaway PostgreSQL server (Debian's binaries) on a free loopback port.
+
+    PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user, in a folder
+    outside any private temporary folder that user could not enter.
+
+    Parameters:
+      fsync(bool): Whether the server syncs its writes to disk: a deployment does; the tests,
+        which lose nothing by a crash of the machine, need not.
+    """
+
+    def __init__(self, *, fsync: bool = True) -> None:
+        self.fsync = fsync
+        self.dir: Path | None = None
+        self.url = ""
+
+    @staticmethod
+    def binaries() -> Path | None:
+        """The folder of the newest installed PostgreSQL's ``initdb`` and ``pg_ctl``, if any."""
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        return found[-1].parent if found else None
+
+    def _run(self, *command: str) -> None:
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        result = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise ServiceUnavailable(
+                f"{Path(command[0]).name} failed: {(result.stdout + result.stderr).strip()[-300:]}"
+            )
+
+    def start(self) -> str:
+        """Starts the server; returns its SQLAlchemy URL (database ``postgres``, user ``tasks``).
+
+        Raises:
+          ServiceUnavailable: If PostgreSQL is not installed or does not start.
+        """
+        bin_dir = self.binaries()
+        if bin_dir is None:
+            raise ServiceUnavailable("PostgreSQL is not installed (apt-get install postgresql)")
+        self.dir = Path(tempfile.mkdtemp(prefix="kafka-tasks-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        port = free_port()
+        self._run(str(bin_dir / "initdb"), "-D", str(self.dir / "db"), "-U", "tasks", "--auth=trust", "-E", "UTF8")
+        options = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1" + ("" if self.fsync else " -c fsync=off")
+        self._run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(self.dir / "db"),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+            "-o",
+            options,
+        )
+        self.url = f"postgresql+psycopg://tasks@127.0.0.1:{port}/postgres"
+        return self.url
+
+    def stop(self) -> None:
+        if self.dir is None:
+            return
+        if self.url:
+            bin_dir = self.binaries()
+            try:
+                self._run(str(bin_dir / "pg_ctl"), "-D", str(self.dir / "db"), "-m", "fast", "-w", "stop")
+            except ServiceUnavailable:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir, self.url = None, ""
+
+
 class Services:
-    """Kafka, Redis and RabbitMQ for one benchmark session.
+    """Kafka, Redis, RabbitMQ and PostgreSQL for one benchmark session.
 
     Parameters:
       redis(bool), rabbitmq(bool): Whether to start them at all.
     """
 
-    def __init__(self, *, redis: bool = True, rabbitmq: bool = True) -> None:
+    def __init__(self, *, redis: bool = True, rabbitmq: bool = True, postgres: bool = True) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="kafka-tasks-bench-"))
         self.kafka = Kafka()
         self.redis = Redis(self.workdir) if redis else None
         self.rabbitmq = Rabbitmq(self.workdir) if rabbitmq else None
+        self.postgres = Postgres() if postgres else None
         self.errors: dict[str, str] = {}
         self.urls: dict[str, str] = {}
 
     def start(self) -> None:
         """Starts Kafka (failing if it cannot), then the baselines' servers (noting why not)."""
         self.urls["kafka"] = self.kafka.start()
-        for name, service in (("redis", self.redis), ("rabbitmq", self.rabbitmq)):
+        for name, service in (("redis", self.redis), ("rabbitmq", self.rabbitmq), ("postgres", self.postgres)):
             if service is None:
                 self.errors[name] = "not started (smoke mode)"
                 continue
@@ -211,7 +285,7 @@ class Services:
                 self.errors[name] = str(e)
 
     def stop(self) -> None:
-        for service in (self.rabbitmq, self.redis):
+        for service in (self.postgres, self.rabbitmq, self.redis):
             if service is not None:
                 service.stop()
         self.kafka.stop()

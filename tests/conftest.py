@@ -224,54 +224,29 @@ def services(kafka, tmp_path):
         yield services
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A throwaway PostgreSQL server on a free loopback port, for the session.
+    """A throwaway PostgreSQL server on a free loopback port, for the session
+    (:class:`benchmarks.services.Postgres`, without fsync).
 
-    Uses ``TEST_POSTGRES_URL`` when set.  Otherwise it runs Debian's PostgreSQL binaries (as the
-    ``postgres`` user when the tests run as root, since PostgreSQL refuses root).  If they are
-    missing the tests that need it fail, saying how to install them.
+    Uses ``TEST_POSTGRES_URL`` when set.  If PostgreSQL is missing the tests that need it fail,
+    saying how to install it.
     """
     if os.environ.get("TEST_POSTGRES_URL"):
         yield os.environ["TEST_POSTGRES_URL"]
         return
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (or set TEST_POSTGRES_URL)", pytrace=False)
-    # Not under pytest's own tmp folder, which the postgres user cannot enter.
-    data = Path(tempfile.mkdtemp(prefix="kafka-tasks-pg-"))
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(data, "postgres")
-    port = devkafka.free_port()
+    from benchmarks.services import Postgres, ServiceUnavailable
 
-    def run(*command):
-        result = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            pytest.fail(f"{command[0]} failed: {result.stdout}{result.stderr}", pytrace=False)
-
-    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "tasks", "--auth=trust", "-E", "UTF8")
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(data / "db"),
-        "-l",
-        str(data / "log"),
-        "-w",
-        "start",
-        "-o",
-        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
-    )
+    server = Postgres(fsync=False)
     try:
-        yield f"postgresql+psycopg://tasks@127.0.0.1:{port}/postgres"
+        url = server.start()
+    except ServiceUnavailable as e:
+        server.stop()
+        pytest.fail(f"{e} (or set TEST_POSTGRES_URL)", pytrace=False)
+    try:
+        yield url
     finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop")
-        shutil.rmtree(data, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture

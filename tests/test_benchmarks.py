@@ -29,10 +29,11 @@ OPTIONAL = {"http_signup", "profiles"}
 
 
 @pytest.fixture(scope="module")
-def bench(kafka, tmp_path_factory):
-    """A smoke-mode benchmark context on the session's Kafka, with Redis and RabbitMQ if installed."""
+def bench(kafka, postgres_server, tmp_path_factory):
+    """A smoke-mode benchmark context on the session's Kafka and PostgreSQL, with Redis and
+    RabbitMQ if installed."""
     workdir = tmp_path_factory.mktemp("bench")
-    urls, errors, services = {}, {}, []
+    urls, errors, services = {"postgres": postgres_server}, {}, []
     for name, service in (("redis", Redis(workdir)), ("rabbitmq", Rabbitmq(workdir))):
         try:
             urls[name] = service.start()
@@ -109,6 +110,38 @@ def test_report_is_written_from_rows(tmp_path):
     assert "6,500" in text and "0.71x StubBroker" in text
     assert "redis-server is not installed" in text
     assert "| No-op worker throughput, 8 threads ≥ 5,000 tasks/s | 6,500 tasks/s | met |" in text
+
+
+def test_report_gives_every_rate_of_the_system_ladder_and_its_targets(tmp_path):
+    from benchmarks import report, system
+
+    def step(offered, sustained):
+        cpu = {"web": 1.0, "auth": 1.5, "payments": 0.1, "Kafka": 0.5}
+        return {
+            "offered": offered,
+            "accepted": float(offered),
+            "processed": float(offered),
+            "refused": 0,
+            "lag at end": 12,
+            "lag after": 0 if sustained else 40,
+            "settled in": 0.3,
+            "p50": 4.0,
+            "p99": 40.0,
+            "cpu": cpu,
+            "sustained": sustained,
+        }
+
+    steps = [step(100, True), step(250, True), step(500, False)]
+    rows = system._ladder_rows("SQLite, sign-ups", system.SIGN_UPS, steps)
+    report.write({"scenarios": {"system": {"rows": rows, "runs": 1}}, "machine": {}}, tmp_path / "benchmarks.md")
+
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert (
+        "| SQLite, sign-ups | 500 | 500 | 500 | 12 | 40 (0.3) | 4.00 / 40.0 | "
+        "3.10 (1.00, 1.50, 0.10, 0.50) | **not sustained** |" in text
+    )
+    assert "| The system, sign-ups, sustained end to end, SQLite ≥ 1,000/s | 250 tasks/s | **missed** |" in text
+    assert "| CPU per sign-up, all processes, SQLite ≤ 1.0 ms | 3.10 ms | **missed** |" in text
 
 
 def test_warm_up_sends_through_kafka_in_every_window(bench):
