@@ -1,8 +1,10 @@
-"""The Celery baseline: Celery 5 over kombu's ``confluentkafka`` transport, on the same Kafka.
+"""The Celery baselines: Celery 5 over kombu's ``confluentkafka`` transport on the same Kafka,
+and over Redis and RabbitMQ, the two setups most Celery users run.
 
 ``celery -A benchmarks.celeryapp worker`` reads ``BENCH_CELERY_BROKER`` (a
-``confluentkafka://host:port`` URL), ``BENCH_QUEUE`` and ``BENCH_PROBE_DIR``.  Settings are
-Celery's defaults, except that nothing is sent besides tasks (no events, heartbeats or gossip).
+``confluentkafka://host:port``, ``redis://`` or ``amqp://`` URL), ``BENCH_QUEUE`` and
+``BENCH_PROBE_DIR``.  Settings are Celery's defaults, except that nothing is sent besides tasks
+(no events, heartbeats or gossip).
 """
 
 import os
@@ -46,9 +48,15 @@ PROBE = process_probe() if os.environ.get("BENCH_PROBE_DIR") else None
 
 
 def send_many(app: Celery, queue: str, count: int) -> None:
-    """Sends ``count`` no-op tasks quickly: the setup of a throughput run, so kombu's flush after
-    every message (which the enqueue scenario measures) is skipped here, with one flush at the end.
+    """Sends ``count`` no-op tasks quickly: the setup of a throughput run.  On Kafka, kombu's flush
+    after every message (which the enqueue scenario measures) is skipped, with one flush at the end.
     """
+    if not app.conf.broker_url.startswith("confluentkafka"):
+        with app.connection_for_write() as connection:
+            publisher = app.amqp.Producer(connection)
+            for n in range(count):
+                app.send_task("bench.noop", args=(n,), queue=queue, producer=publisher)
+        return
     from kombu.transport import confluentkafka
     from kombu.utils.encoding import str_to_bytes
     from kombu.utils.json import dumps
@@ -84,3 +92,17 @@ def noop(n):
     """Does nothing; counted."""
     if PROBE is not None:
         PROBE.hit(time.time())
+
+
+@app.task(name="bench.stamp")
+def stamp(sent_at):
+    """Notes how long ago (ms) it was sent."""
+    if PROBE is not None:
+        PROBE.hit((time.time() - sent_at) * 1000)
+
+
+@app.task(name="bench.warm")
+def warm():
+    """Counted, with no sample: tells that the worker consumes."""
+    if PROBE is not None:
+        PROBE.hit()

@@ -3,7 +3,8 @@
 Sender threads in this process enqueue ``stamp(time.time())`` at 100/s and then 1,000/s (open
 loop: a late send does not delay the schedule); a worker process with 8 threads notes, at the
 actor's start, how long ago its message was enqueued.  The sender and the worker share the
-machine's two cores with Kafka.  StubBroker runs its worker in this process: the ceiling.
+machine's two cores with Kafka.  StubBroker runs its worker in this process: the ceiling.  Celery
+5's worker (``-P threads -c 8``) runs the same task on Kafka, Redis and RabbitMQ.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import time
 import dramatiq
 
 from .brokers import NAMES, SERVERS, join, make_broker
+from .celeryworker import NAMES as CELERY_NAMES
+from .celeryworker import SERVERS as CELERY_SERVERS
+from .celeryworker import CeleryWorker
 from .context import Context
 from .probe import Probe
 from .rows import median_run, percentile, row, unavailable
@@ -31,16 +35,19 @@ RATES = ((100, 4.0), (1_000, 2.0))
 #: Sender threads: a confirmed send takes a round trip, so one thread could not keep 1,000/s.
 SENDERS = 4
 
-SYSTEMS = ("kafka", "stub", "redis", "rabbitmq")
+SYSTEMS = ("kafka", "stub", "redis", "rabbitmq", "celery", "celery-redis", "celery-rabbitmq")
+
+#: Display names, by key.
+DISPLAY = {**NAMES, **CELERY_NAMES}
 
 
 def run(ctx: Context) -> list[dict]:
     samples: dict[tuple[str, int], list[list[float]]] = {}
-    measures = {
-        kind: functools.partial(_measure_stub, ctx) if kind == "stub" else functools.partial(_measure, ctx, kind)
-        for kind in SYSTEMS
-    }
-    measured, notes = ctx.measure_in_turn(measures, subject="kafka", servers=SERVERS)
+    measures = {kind: functools.partial(_measure, ctx, kind) for kind in SYSTEMS}
+    measures["stub"] = functools.partial(_measure_stub, ctx)
+    for kind in CELERY_NAMES.keys() & set(SYSTEMS):
+        measures[kind] = functools.partial(_measure_celery, ctx, kind)
+    measured, notes = ctx.measure_in_turn(measures, subject="kafka", servers={**SERVERS, **CELERY_SERVERS})
     for kind, runs in measured.items():
         for by_rate in runs:
             for rate, values in by_rate.items():
@@ -52,7 +59,7 @@ def run(ctx: Context) -> list[dict]:
             runs = samples.get((kind, rate))
             if not runs:
                 rows.append(
-                    unavailable(NAME, case, NAMES[kind], notes.get(kind, "not measured"), metric="p50", unit="ms")
+                    unavailable(NAME, case, DISPLAY[kind], notes.get(kind, "not measured"), metric="p50", unit="ms")
                 )
                 continue
             note = "worker in this process" if kind == "stub" else ""
@@ -60,7 +67,7 @@ def run(ctx: Context) -> list[dict]:
                 row(
                     NAME,
                     case,
-                    NAMES[kind],
+                    DISPLAY[kind],
                     "p50",
                     "ms",
                     [percentile(r, 0.5) for r in runs],
@@ -69,8 +76,10 @@ def run(ctx: Context) -> list[dict]:
                     samples=median_run(runs),
                 )
             )
-            rows.append(row(NAME, case, NAMES[kind], "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower"))
-            rows.append(row(NAME, case, NAMES[kind], "max", "ms", [max(r) for r in runs], better="lower"))
+            rows.append(
+                row(NAME, case, DISPLAY[kind], "p99", "ms", [percentile(r, 0.99) for r in runs], better="lower")
+            )
+            rows.append(row(NAME, case, DISPLAY[kind], "max", "ms", [max(r) for r in runs], better="lower"))
     rows.extend(first_message_rows(ctx))
     return rows
 
@@ -133,6 +142,26 @@ def _measure(ctx: Context, kind: str) -> dict[int, list[float]]:
             sent = paced(lambda: stamp.send(time.time()), rate, seconds)
             expected += sent
             worker.wait(expected, 60)
+            result[rate] = sent
+        report = worker.stop()
+    samples, start = report["samples"], 0
+    for rate, sent in list(result.items()):
+        result[rate], start = samples[start : start + sent], start + sent
+    return result
+
+
+def _measure_celery(ctx: Context, key: str) -> dict[int, list[float]]:
+    """Runs the rates against a Celery worker process; returns each rate's latencies (ms)."""
+    result = {}
+    with CeleryWorker(ctx, key, name="latency") as worker:
+        worker.warm_up()
+        expected = 1
+        for rate, seconds in _durations(ctx):
+            # One sender: Celery's producer is not meant to be shared by threads.
+            sent = paced(lambda: worker.send("bench.stamp", time.time()), rate, seconds, senders=1)
+            expected += sent
+            if not worker.wait(expected, ctx.size(60, 15)):
+                raise RuntimeError(f"Celery ran {worker.progress() - 1} of {expected - 1} tasks; {worker.tail()}")
             result[rate] = sent
         report = worker.stop()
     samples, start = report["samples"], 0

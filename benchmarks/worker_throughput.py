@@ -3,23 +3,25 @@
 Messages are enqueued first; then a worker starts, and tasks/s is counted from the first task's
 start to the last one's, so a consumer group's join is not part of it.  The Dramatiq brokers run
 their worker in this process (as ``dramatiq.Worker``); Celery runs ``celery worker -P threads``
-in a child process.  The raw confluent-kafka consumer reads the same number of records of the
-same size with no framework at all: the client's limit.
+in a child process, on Kafka (kombu's transport), Redis and RabbitMQ.  The raw confluent-kafka
+consumer reads the same number of records of the same size with no framework at all: the
+client's limit.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import dramatiq
 
-from . import procs
 from .brokers import NAMES, SERVERS, enqueue_all, make_broker
+from .celeryworker import NAMES as CELERY_NAMES
+from .celeryworker import SERVERS as CELERY_SERVERS
+from .celeryworker import CeleryWorker
 from .context import Context
 from .kafka_raw import consume_all, create_topic, idempotent_producer, produce_all
-from .probe import Probe, collect, progress, rate, wait_progress
+from .probe import Probe, rate
 from .rows import row, unavailable
 
 NAME = "worker_throughput"
@@ -32,13 +34,12 @@ THREADS = (1, 8)
 DRAMATIQ = ("kafka", "kafka-ops", "stub", "redis", "rabbitmq")
 
 #: Every system measured, in the report's order.
-SYSTEMS = (*DRAMATIQ, "celery", "celery-defaults", "raw")
+SYSTEMS = (*DRAMATIQ, *CELERY_NAMES, "raw")
 
 #: Display names of the systems that are no Dramatiq broker.
 OTHERS = {
     "kafka-ops": "KafkaBroker with ops reports (OpsReporter)",
-    "celery": "Celery 5 on Kafka (polling_interval 0.01 s)",
-    "celery-defaults": "Celery 5 on Kafka (defaults)",
+    **CELERY_NAMES,
     "raw": "confluent-kafka Consumer (raw)",
 }
 
@@ -62,9 +63,15 @@ def messages(ctx: Context, system: str, threads: int) -> int:
         "rabbitmq": 8_000,
         "celery": 2_000,
         "celery-defaults": 300,
+        "celery-redis": 5_000,
+        "celery-rabbitmq": 5_000,
         "raw": 100_000,
     }[system]
     return ctx.size(int(full), {"celery": 50, "celery-defaults": 10, "raw": 2_000}.get(system, 200))
+
+
+#: The server each system needs besides Kafka.
+NEEDS = {**SERVERS, **CELERY_SERVERS}
 
 
 def run(ctx: Context) -> list[dict]:
@@ -74,15 +81,14 @@ def run(ctx: Context) -> list[dict]:
         for threads in THREADS:
             for system in SYSTEMS:
                 key = (threads, system)
-                missing = ctx.missing(SERVERS[system]) if system in SERVERS else None
+                missing = ctx.missing(NEEDS[system]) if system in NEEDS else None
                 if missing:
                     notes[key] = missing
                     continue
                 t0 = time.monotonic()
                 try:
-                    if system.startswith("celery"):
-                        variant = "defaults" if system == "celery-defaults" else "tuned"
-                        value = measure_celery(ctx, threads, messages(ctx, system, threads), variant)
+                    if system in CELERY_NAMES:
+                        value = measure_celery(ctx, threads, messages(ctx, system, threads), system)
                     elif system == "raw":
                         value = measure_raw(ctx, messages(ctx, system, threads))
                     else:
@@ -144,61 +150,28 @@ def measure_dramatiq(ctx: Context, kind: str, threads: int, count: int) -> float
     return probe.rate() if started else math.nan
 
 
-def measure_celery(ctx: Context, threads: int, count: int, variant: str) -> float:
+def measure_celery(ctx: Context, threads: int, count: int, key: str) -> float:
     """Returns tasks/s of one ``celery worker -P threads -c <threads>`` process.
 
     Kombu's Kafka transport runs the last prefetched tasks only when the worker stops (they wait
     behind a 5 s poll); the rate is counted up to that stall, in Celery's favour.
     """
-    try:
-        from .celeryapp import make_app, send_many
-    except ImportError as e:
-        raise RuntimeError(f"Celery is not installed ({e}); pip install -e '.[bench]'") from None
-    host = ctx.bootstrap_servers.split(",")[0]
-    url = f"confluentkafka://{host}"
-    queue = ctx.queue("celery")
-    send_many(make_app(url, variant), queue, count)
-    probe_dir = Path(ctx.workdir) / f"probe-{queue}"
-    probe_dir.mkdir(parents=True)
-    log = Path(ctx.workdir) / "logs" / f"celery-{queue}.log"
-    worker = procs.start(
-        [
-            ctx.bin("celery"),
-            "-A",
-            "benchmarks.celeryapp",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            str(threads),
-            "-Q",
-            queue,
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "WARNING",
-        ],
-        ctx.env(BENCH_CELERY_BROKER=url, BENCH_CELERY_VARIANT=variant, BENCH_PROBE_DIR=probe_dir),
-        log,
-    )
-    try:
-        if not wait_progress(probe_dir, 1, TIMEOUT):
-            raise RuntimeError(f"Celery ran no task; {procs.tail(log, 3)}")
+    from .celeryapp import send_many
+
+    worker = CeleryWorker(ctx, key, threads=threads)
+    send_many(worker.app, worker.queue, count)
+    with worker:
+        if not worker.wait(1, TIMEOUT):
+            raise RuntimeError(f"Celery ran no task; {worker.tail()}")
         deadline = time.monotonic() + ctx.size(WINDOW, 1.0)
         last_count, last_change = 0, time.monotonic()
         while time.monotonic() < deadline and last_count < count and time.monotonic() - last_change < STALL:
             time.sleep(0.05)
-            if progress(probe_dir) != last_count:
-                last_count, last_change = progress(probe_dir), time.monotonic()
-    finally:
+            if worker.progress() != last_count:
+                last_count, last_change = worker.progress(), time.monotonic()
         # Its final report counts only the tasks started before the stop, not those run during it.
-        stop_requested = time.time()
-        procs.stop(worker, timeout=20)
-    result = collect(probe_dir)
-    if not result["processes"]:
-        raise RuntimeError(f"the Celery worker wrote no report; {procs.tail(log, 3)}")
-    before_stop = sorted(t for t in result["samples"] if t < stop_requested)
+        result = worker.stop()
+    before_stop = sorted(t for t in result["samples"] if t < result["stop requested"])
     return rate(len(before_stop), before_stop[0], before_stop[-1]) if before_stop else math.nan
 
 
