@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from .brokers import enqueue_all
 from .context import Context
 from .probe import rate
-from .rows import row
+from .rows import row, unavailable
 from .workers import WorkerProcess
 
 NAME = "scaling"
@@ -52,22 +52,31 @@ def case(partitions: int, share: bool) -> str:
 
 def run(ctx: Context) -> list[dict]:
     measured: dict[tuple[int, int, bool], list[float]] = {}
+    failed: dict[tuple[int, int, bool], str] = {}
     for _ in range(ctx.run_count):
         for partitions, processes, share in grid(ctx):
-            value = measure(ctx, partitions, processes, share=share)
+            try:
+                value = measure(ctx, partitions, processes, share=share)
+            except RuntimeError as e:
+                if not share:
+                    raise
+                # A share group is a preview (its client too): a run that stalls is reported, and
+                # the classic rows stand.
+                failed.setdefault((partitions, processes, share), str(e))
+                continue
             measured.setdefault((partitions, processes, share), []).append(value)
-    return [
-        row(
-            NAME,
-            case(partitions, share),
-            "KafkaBroker",
-            f"{processes} process{'es' if processes > 1 else ''}",
-            "tasks/s",
-            values,
-            note="8 threads per process" + (", one partition shared by every process" if share else ""),
-        )
-        for (partitions, processes, share), values in measured.items()
-    ]
+    rows = []
+    for key in grid(ctx):
+        partitions, processes, share = key
+        metric = f"{processes} process{'es' if processes > 1 else ''}"
+        note = "8 threads per process" + (", one partition shared by every process" if share else "")
+        if key in failed:
+            note += f"; {len(measured.get(key, []))} of {ctx.run_count} run(s) finished, another {failed[key]}"
+        if measured.get(key):
+            rows.append(row(NAME, case(partitions, share), "KafkaBroker", metric, "tasks/s", measured[key], note=note))
+        else:
+            rows.append(unavailable(NAME, case(partitions, share), "KafkaBroker", note, metric=metric, unit="tasks/s"))
+    return rows
 
 
 def measure(ctx: Context, partitions: int, processes: int, *, share: bool = False) -> float:
@@ -84,7 +93,7 @@ def measure(ctx: Context, partitions: int, processes: int, *, share: bool = Fals
         finished = worker.wait(count, 180)
         report = worker.stop()
     if not finished:
-        raise RuntimeError(f"{processes} processes ran {report['count']} of {count} tasks")
+        raise RuntimeError(f"stalled: {processes} process(es) ran {report['count']} of {count} tasks in 180 s")
     return rate(report["count"], report["first"], report["last"])
 
 
