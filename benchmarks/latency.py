@@ -144,10 +144,7 @@ def _measure(ctx: Context, kind: str) -> dict[int, list[float]]:
             worker.wait(expected, 60)
             result[rate] = sent
         report = worker.stop()
-    samples, start = report["samples"], 0
-    for rate, sent in list(result.items()):
-        result[rate], start = samples[start : start + sent], start + sent
-    return result
+    return _by_rate(report["samples"], result)
 
 
 def _measure_celery(ctx: Context, key: str) -> dict[int, list[float]]:
@@ -164,10 +161,7 @@ def _measure_celery(ctx: Context, key: str) -> dict[int, list[float]]:
                 raise RuntimeError(f"Celery ran {worker.progress() - 1} of {expected - 1} tasks; {worker.tail()}")
             result[rate] = sent
         report = worker.stop()
-    samples, start = report["samples"], 0
-    for rate, sent in list(result.items()):
-        result[rate], start = samples[start : start + sent], start + sent
-    return result
+    return _by_rate(report["samples"], result)
 
 
 def _measure_stub(ctx: Context) -> dict[int, list[float]]:
@@ -191,9 +185,14 @@ def _measure_stub(ctx: Context) -> dict[int, list[float]]:
             result[rate] = sent
     finally:
         worker.stop()
-    samples, start = probe.snapshot()["samples"], 0
-    for rate, sent in list(result.items()):
-        result[rate], start = samples[start : start + sent], start + sent
+    return _by_rate(probe.snapshot()["samples"], result)
+
+
+def _by_rate(samples: list[float], sent: dict[int, int]) -> dict[int, list[float]]:
+    """Splits a run's samples, in the order sent, into each rate's: ``sent`` is how many each rate sent."""
+    result, start = {}, 0
+    for rate, count in sent.items():
+        result[rate], start = samples[start : start + count], start + count
     return result
 
 
