@@ -162,6 +162,20 @@ def _may_become(status: Status):
     return or_(*(_tasks.c.status == old.value for old in sorted(sources(status), key=lambda s: s.value)))
 
 
+def _status_row(task_id: str, kind: str, status: Status, result, error, created_at) -> dict:
+    """The parameters of a worker's status write: the whole row (``created_at`` now by default)."""
+    now = _utcnow()
+    return {
+        "id": task_id,
+        "kind": kind,
+        "status": status.value,
+        "result": result,
+        "error": error,
+        "created_at": created_at or now,
+        "updated_at": now,
+    }
+
+
 def sqlalchemy_url(url: str) -> str:
     """The SQLAlchemy URL of a database URL: Heroku's ``postgres://`` and ``postgresql://`` mean
     PostgreSQL through psycopg 3; SQLite and ``postgresql+<driver>://`` URLs are kept.
@@ -397,24 +411,10 @@ class TaskStore:
           created_at(datetime): When the task was made, kept if this write creates its row (now
             by default).
         """
-        now = _utcnow()
         status = Status(status)
         statement = self._writes.finished if status in FINAL else self._writes.progressed
         result = json.loads(json.dumps(result, default=str)) if result is not None else None
-        self._upsert(
-            (
-                statement,
-                {
-                    "id": task_id,
-                    "kind": kind,
-                    "status": status.value,
-                    "result": result,
-                    "error": error,
-                    "created_at": created_at or now,
-                    "updated_at": now,
-                },
-            )
-        )
+        self._upsert((statement, _status_row(task_id, kind, status, result, error, created_at)))
 
     def start_task(self, task_id: str, kind: str, *, created_at: dt.datetime | None = None) -> Status | None:
         """Moves a task to ``running`` as a worker starts it, creating its row if it has none: one
@@ -424,21 +424,7 @@ class TaskStore:
           None if the task is now running; else the end it keeps (``succeeded``, ``failed`` or
           ``dead``): it ended before, and this is a redelivery.
         """
-        now = _utcnow()
-        return self._upsert(
-            (
-                self._writes.started,
-                {
-                    "id": task_id,
-                    "kind": kind,
-                    "status": Status.RUNNING.value,
-                    "result": None,
-                    "error": None,
-                    "created_at": created_at or now,
-                    "updated_at": now,
-                },
-            )
-        )
+        return self._upsert((self._writes.started, _status_row(task_id, kind, Status.RUNNING, None, None, created_at)))
 
     @functools.cached_property
     def _writes(self) -> _TaskWrites:
